@@ -1,0 +1,321 @@
+"""Alarms, the dashboard, the monthly budget and the on-call e-mail subscription.
+
+Every alarm notifies the alarms topic on ALARM and on OK. `TreatMissingData` is chosen per alarm:
+the handlers publish a metric only when it is non-zero (custom metrics are billed per hour in
+which they are published), and idle queues stop reporting, so for most alarms "no data" means
+"nothing happened" (`notBreaching`). SES reputation alarms `ignore` gaps: a reputation problem must
+not clear itself just because sending stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from troposphere import Ref, Sub, Template
+from troposphere.budgets import (
+    Budget, BudgetData, Notification, NotificationWithSubscribers, ResourceTag, Spend, Subscriber,
+)
+from troposphere.cloudwatch import (
+    Alarm, Dashboard, Metric, MetricDataQuery, MetricDimension, MetricStat,
+)
+from troposphere.awslambda import Function
+from troposphere.sns import SubscriptionResource
+from troposphere.sqs import Queue
+
+from infra import settings
+from infra.common import ENV, add, physical, tag_pairs, tags
+from infra.functions import Functions
+from infra.parameters import Params
+from infra.queues import Queues
+from infra.topics import Topics
+
+NAMESPACE = f"${{{ENV}}}/EmailNotifications"  # inside Sub; the handlers' METRICS_NAMESPACE
+NOT_BREACHING = "notBreaching"
+IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    alarms: list[Alarm]
+    dashboard: Dashboard
+    budget: Budget
+
+
+def _alarm(t: Template, params: Params, topics: Topics, title: str, name: str, description: str,
+           *, missing: str, **props) -> Alarm:
+    return add(t, Alarm(
+        title,
+        AlarmName=physical(name),
+        AlarmDescription=description,
+        AlarmActions=[topics.alarms.ref()],
+        OKActions=[topics.alarms.ref()],
+        TreatMissingData=missing,
+        Tags=tags(params.env),
+        **props,
+    ))
+
+
+def _count(metric_id: str, name: str, period: int) -> MetricDataQuery:
+    return MetricDataQuery(
+        Id=metric_id,
+        MetricStat=MetricStat(
+            Metric=Metric(Namespace=Sub(NAMESPACE), MetricName=name),
+            Period=period,
+            Stat="Sum",
+        ),
+        ReturnData=False,
+    )
+
+
+def _rate_alarm(t, params, topics, title, name, *, events: str, threshold_pct: float,
+                period: int, min_emails: int, what: str) -> Alarm:
+    """`events` / `EmailsSent` in percent over `period`, only once `min_emails` were sent."""
+    return _alarm(
+        t, params, topics, title, name,
+        f"{what} rate > {threshold_pct} % over {period // 3600} h (>= {min_emails} emails sent)",
+        missing=NOT_BREACHING,
+        Metrics=[
+            _count("sent", "EmailsSent", period),
+            _count("events", events, period),
+            MetricDataQuery(
+                Id="rate",
+                Expression=f"IF(sent >= {min_emails}, 100 * FILL(events, 0) / sent, 0)",
+                Label=f"{what} rate (%)",
+                ReturnData=True,
+            ),
+        ],
+        EvaluationPeriods=1,
+        Threshold=threshold_pct,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+
+
+def _metric_alarm(t, params, topics, title, name, description, *, namespace, metric, stat,
+                  dimensions: dict | None = None, threshold, period=settings.ALARM_PERIOD_S,
+                  evaluation_periods=1, datapoints=None, missing=NOT_BREACHING,
+                  operator="GreaterThanThreshold") -> Alarm:
+    extra = {"DatapointsToAlarm": datapoints} if datapoints else {}
+    return _alarm(
+        t, params, topics, title, name, description, missing=missing,
+        Namespace=namespace,
+        MetricName=metric,
+        Dimensions=[MetricDimension(Name=key, Value=value)
+                    for key, value in (dimensions or {}).items()],
+        Statistic=stat,
+        Period=period,
+        EvaluationPeriods=evaluation_periods,
+        Threshold=threshold,
+        ComparisonOperator=operator,
+        **extra,
+    )
+
+
+def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, label: str, name: str,
+                  max_age_s: int) -> list[Alarm]:
+    return [
+        _metric_alarm(
+            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty", f"{name}-dlq-not-empty",
+            f"Messages in the {name} dead-letter queue",
+            namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible", stat="Maximum",
+            dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
+        ),
+        _metric_alarm(
+            t, params, topics, f"Alarm{label}QueueMessageAge", f"{name}-queue-oldest-message",
+            f"A {name} queue message waited >= {max_age_s // 60} min",
+            namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
+            dimensions={"QueueName": queue.get_att("QueueName")}, threshold=max_age_s,
+            operator="GreaterThanOrEqualToThreshold",
+        ),
+    ]
+
+
+def _function_alarms(t, params, topics, label: str, name: str, function: Function) -> list[Alarm]:
+    dims = {"FunctionName": function.ref()}
+    return [
+        _metric_alarm(
+            t, params, topics, f"Alarm{label}FunctionErrors", f"{name}-function-errors",
+            f"The {name} function crashed or timed out",
+            namespace="AWS/Lambda", metric="Errors", stat="Sum", dimensions=dims, threshold=0,
+        ),
+        _metric_alarm(
+            t, params, topics, f"Alarm{label}FunctionThrottles", f"{name}-function-throttles",
+            f"The {name} function was throttled in 2 of 3 periods",
+            namespace="AWS/Lambda", metric="Throttles", stat="Sum", dimensions=dims, threshold=0,
+            evaluation_periods=3, datapoints=2,
+        ),
+    ]
+
+
+def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
+               functions: Functions) -> list[Alarm]:
+    alarms = [
+        _rate_alarm(t, params, topics, "AlarmHighBounceRate", "high-bounce-rate",
+                    events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
+                    period=settings.BOUNCE_RATE_PERIOD_S,
+                    min_emails=settings.BOUNCE_RATE_MIN_EMAILS, what="Bounce"),
+        _rate_alarm(t, params, topics, "AlarmHighComplaintRate", "high-complaint-rate",
+                    events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
+                    period=settings.COMPLAINT_RATE_PERIOD_S,
+                    min_emails=settings.COMPLAINT_RATE_MIN_EMAILS, what="Complaint"),
+        _metric_alarm(
+            t, params, topics, "AlarmSesReputationBounceRate", "ses-reputation-bounce-rate",
+            "SES account bounce rate >= half the 5 % review threshold",
+            namespace="AWS/SES", metric="Reputation.BounceRate", stat="Maximum",
+            threshold=settings.SES_REPUTATION_BOUNCE_ALARM, period=settings.SES_REPUTATION_PERIOD_S,
+            missing=IGNORE, operator="GreaterThanOrEqualToThreshold",
+        ),
+        _metric_alarm(
+            t, params, topics, "AlarmSesReputationComplaintRate", "ses-reputation-complaint-rate",
+            "SES account complaint rate >= half the 0.1 % review threshold",
+            namespace="AWS/SES", metric="Reputation.ComplaintRate", stat="Maximum",
+            threshold=settings.SES_REPUTATION_COMPLAINT_ALARM,
+            period=settings.SES_REPUTATION_PERIOD_S, missing=IGNORE,
+            operator="GreaterThanOrEqualToThreshold",
+        ),
+        _metric_alarm(
+            t, params, topics, "AlarmEmailSendFailures", "email-send-failures",
+            f">= {settings.SEND_FAILURES_THRESHOLD} SES send attempts failed in 5 min",
+            namespace=Sub(NAMESPACE), metric="SendFailures", stat="Sum",
+            threshold=settings.SEND_FAILURES_THRESHOLD, operator="GreaterThanOrEqualToThreshold",
+        ),
+    ]
+    alarms += _queue_alarms(t, params, topics, queues.send, queues.send_dlq, "Send",
+                            "send", settings.SEND_QUEUE_MAX_AGE_S)
+    alarms += _queue_alarms(t, params, topics, queues.feedback, queues.feedback_dlq, "Feedback",
+                            "feedback", settings.FEEDBACK_QUEUE_MAX_AGE_S)
+    alarms += _function_alarms(t, params, topics, "Send", "send", functions.send)
+    alarms += _function_alarms(t, params, topics, "Feedback", "feedback", functions.feedback)
+    return alarms
+
+
+# --- Dashboard ----------------------------------------------------------------------------------
+
+def _widget(title: str, metrics: list, *, stat: str = "Sum", period: int = 300, **extra) -> dict:
+    # No x/y/height: CloudWatch lays widgets out in order, two per row at width 12.
+    properties = {"title": title, "region": "${AWS::Region}", "stat": stat, "period": period,
+                  "metrics": metrics, **extra}
+    return {"type": "metric", "width": 12, "properties": properties}
+
+
+def _ours(*names: str) -> list:
+    first, *rest = names
+    return [[NAMESPACE, first]] + [[".", name] for name in rest]
+
+
+def _per(namespace: str, metric: str, dimension: str, values: list[str]) -> list:
+    """One line per dimension value; "." repeats the line above (shorter dashboard body)."""
+    first, *rest = values
+    return [[namespace, metric, dimension, first]] + [[".", ".", ".", value] for value in rest]
+
+
+def dashboard_body() -> dict:
+    """The dashboard as a dict whose strings hold `${...}` for `Fn::Sub`."""
+    send_fn = f"${{{ENV}}}-{settings.SEND_FUNCTION_NAME}"
+    feedback_fn = f"${{{ENV}}}-{settings.FEEDBACK_FUNCTION_NAME}"
+    queues = [f"${{{ENV}}}-{name}" for name in
+              ("send-order-email", "send-order-email-dlq", "ses-feedback", "ses-feedback-dlq")]
+    table = f"${{{ENV}}}-{settings.TABLE_NAME}"
+    rate = {"period": 3600, "stat": "Sum"}
+    widgets = [
+        _widget("Emails", _ours("EmailsSent", "Deliveries", "Bounces", "HardBounces",
+                                "Complaints", "Rejects", "RenderingFailures", "DeliveryDelays")),
+        _widget("Bounce and complaint rate (%, hourly)", [
+            [NAMESPACE, "EmailsSent", {"id": "s", "visible": False}],
+            [".", "Bounces", {"id": "b", "visible": False}],
+            [".", "Complaints", {"id": "c", "visible": False}],
+            [{"expression": "100*FILL(b,0)/s", "label": "Bounce %"}],
+            [{"expression": "100*FILL(c,0)/s", "label": "Complaint %"}],
+        ], **rate),
+        _widget("SES account reputation (fraction)", [
+            ["AWS/SES", "Reputation.BounceRate"], [".", "Reputation.ComplaintRate"],
+        ], stat="Maximum", period=3600, annotations={"horizontal": [
+            {"label": "Bounce review", "value": 0.05},
+            {"label": "Complaint review", "value": 0.001},
+        ]}),
+        _widget("Problems", _ours("SendFailures", "RecordFailures", "InvalidMessages",
+                                  "DuplicatesSkipped", "UnmatchedFeedback")),
+        _widget("Send latency (ms)", [
+            [NAMESPACE, "SendLatency", {"stat": "p50"}], [".", "SendLatency", {"stat": "p95"}],
+            [".", "SendLatency", {"stat": "Maximum"}],
+        ], stat="Average"),
+        _widget("Queue depth", _per("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                                    queues), stat="Maximum"),
+        _widget("Age of oldest message (s)", _per("AWS/SQS", "ApproximateAgeOfOldestMessage",
+                                                  "QueueName", [queues[0], queues[2]]), stat="Maximum"),
+        _widget("Functions", [
+            ["AWS/Lambda", "Invocations", "FunctionName", send_fn], [".", "Errors", ".", "."],
+            [".", "Throttles", ".", "."], [".", "Invocations", ".", feedback_fn],
+            [".", "Errors", ".", "."], [".", "Throttles", ".", "."],
+        ]),
+        _widget("Function duration p95 (ms)", _per("AWS/Lambda", "Duration", "FunctionName",
+                                                   [send_fn, feedback_fn]), stat="p95"),
+        _widget("Table", [
+            ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName", table],
+            [".", "ConsumedReadCapacityUnits", ".", "."],
+            [".", "WriteThrottleEvents", ".", "."],
+        ]),
+    ]
+    return {"widgets": widgets}
+
+
+def add_dashboard(t: Template, params: Params) -> Dashboard:
+    body = json.dumps(dashboard_body(), sort_keys=True, separators=(",", ":"))
+    return add(t, Dashboard(
+        "CloudWatchDashboard",
+        DashboardName=physical(settings.DASHBOARD_NAME),
+        DashboardBody=Sub(body),
+        Tags=tags(params.env),
+    ))
+
+
+# --- Budget and on-call subscription ------------------------------------------------------------
+
+def _budget_notification(kind: str, percent: int, topics: Topics) -> NotificationWithSubscribers:
+    return NotificationWithSubscribers(
+        Notification=Notification(
+            NotificationType=kind, ComparisonOperator="GREATER_THAN", Threshold=percent,
+            ThresholdType="PERCENTAGE",
+        ),
+        Subscribers=[Subscriber(SubscriptionType="SNS", Address=topics.alarms.ref())],
+    )
+
+
+def add_budget(t: Template, params: Params, *, topics: Topics) -> Budget:
+    # The budget covers the account's whole monthly cost (SES sending is not attributable to a
+    # stack's tags): deploy into a dedicated account, as AWS recommends per workload.
+    return add(t, Budget(
+        "MonthlyCostBudget",
+        Budget=BudgetData(
+            BudgetName=physical("email-notifications-monthly"),
+            BudgetType="COST",
+            TimeUnit="MONTHLY",
+            BudgetLimit=Spend(Amount=Ref(params.monthly_budget), Unit="USD"),
+        ),
+        NotificationsWithSubscribers=[
+            _budget_notification("ACTUAL", 80, topics),
+            _budget_notification("FORECASTED", 100, topics),
+        ],
+        ResourceTags=[ResourceTag(Key=key, Value=value) for key, value in tag_pairs(params.env)],
+        DependsOn=[topics.policy],
+    ))
+
+
+def add_alarm_email(t: Template, params: Params, *, topics: Topics) -> SubscriptionResource:
+    return add(t, SubscriptionResource(
+        "SNSSubscriptionAlarmEmail",
+        Condition=params.has_alarm_email,
+        TopicArn=topics.alarms.ref(),
+        Protocol="email",
+        Endpoint=Ref(params.alarm_email),
+    ))
+
+
+def add_monitoring(t: Template, params: Params, *, topics: Topics, queues: Queues,
+                   functions: Functions) -> Monitoring:
+    add_alarm_email(t, params, topics=topics)
+    return Monitoring(
+        alarms=add_alarms(t, params, topics=topics, queues=queues, functions=functions),
+        dashboard=add_dashboard(t, params),
+        budget=add_budget(t, params, topics=topics),
+    )

@@ -1,0 +1,73 @@
+"""Every knob of the stack in one place, each with the reason for its value (CONVENTIONS habit 6)."""
+
+SERVICE = "email-notifications"
+
+# Tags on every resource type that takes them; `Environment` is added from the parameter.
+STATIC_TAGS = {
+    "iac-rlhf-amazon": "true",
+    "Service": SERVICE,
+    "CostCenter": "operations",
+    "Owner": "platform-team",
+}
+
+# --- Lambda -------------------------------------------------------------------------------------
+RUNTIME = "python3.13"  # current, deprecation 2029
+ARCHITECTURE = "arm64"  # Graviton: about 20 % cheaper per GB-second than x86_64
+HANDLER = "index.lambda_handler"  # ZipFile code runs as module `index`
+# 256 MB: boto3 imports and TLS handshakes are CPU-bound, and Lambda CPU scales with memory; at
+# 128 MB the cold start roughly doubles while the monthly cost difference is cents.
+MEMORY_MB = 256
+SEND_TIMEOUT_S = 30  # one batch of 10 orders: 10 x (claim + SendEmail + record), each ~50-150 ms
+FEEDBACK_TIMEOUT_S = 30
+
+# --- SQS ----------------------------------------------------------------------------------------
+# AWS: the visibility timeout of a Lambda event source queue must be >= 6 x the function timeout,
+# so a message is not redelivered while a (retried) invocation still works on it.
+VISIBILITY_TIMEOUT_FACTOR = 6
+MAX_RECEIVE_COUNT = 5  # attempts before a message moves to its DLQ (AWS recommends >= 5)
+QUEUE_RETENTION_S = 4 * 24 * 3600  # SQS default; a message older than that has long been in the DLQ
+DLQ_RETENTION_S = 14 * 24 * 3600  # the SQS maximum: time for an operator to inspect and redrive
+
+SEND_BATCH_SIZE = 10
+SEND_BATCHING_WINDOW_S = 1  # a confirmation should leave within seconds; 1 s still batches bursts
+FEEDBACK_BATCH_SIZE = 25
+FEEDBACK_BATCHING_WINDOW_S = 5  # status tracking is not latency-critical: fewer, fuller invocations
+FEEDBACK_MAX_CONCURRENCY = 5  # enough for a 10x burst of events; bounds DynamoDB write spikes
+
+# --- Parameters' defaults -----------------------------------------------------------------------
+DEFAULT_SEND_MAX_CONCURRENCY = 2  # SES default rate 14/s; one invocation sends ~5-8 emails/s
+DEFAULT_RECORD_RETENTION_DAYS = 90
+DEFAULT_LOG_RETENTION_DAYS = 365
+DEFAULT_MONTHLY_BUDGET_USD = 25
+# The retention values CloudWatch Logs accepts.
+LOG_RETENTION_CHOICES = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+]
+
+# --- Alarms -------------------------------------------------------------------------------------
+# AWS puts an account under review at a 5 % bounce rate or 0.1 % complaint rate (pauses sending at
+# 10 % / 0.5 %). We alarm at half of the review thresholds.
+BOUNCE_RATE_ALARM_PCT = 2.5
+COMPLAINT_RATE_ALARM_PCT = 0.05
+SES_REPUTATION_BOUNCE_ALARM = 0.025  # AWS/SES Reputation.* metrics are fractions, not percent
+SES_REPUTATION_COMPLAINT_ALARM = 0.0005
+# Our own rates are computed over a window long enough to hold a meaningful number of emails, and
+# only when at least this many were sent: at 2,000/day, 6 h hold about 500 emails, so a quiet night
+# with 20 emails and 1 bounce (5 %) does not page anyone.
+BOUNCE_RATE_PERIOD_S = 6 * 3600
+BOUNCE_RATE_MIN_EMAILS = 200
+COMPLAINT_RATE_PERIOD_S = 24 * 3600
+COMPLAINT_RATE_MIN_EMAILS = 500
+SES_REPUTATION_PERIOD_S = 3600
+SEND_FAILURES_THRESHOLD = 5  # per 5 minutes: transient throttling is retried, a stream of it is not
+SEND_QUEUE_MAX_AGE_S = 15 * 60  # a confirmation older than 15 minutes is late
+FEEDBACK_QUEUE_MAX_AGE_S = 60 * 60
+ALARM_PERIOD_S = 300
+
+# --- Physical names (suffixes after `<env>-`), shared by the builders that must agree on them ---
+CONFIG_SET_NAME = "ses-config-set"
+SEND_FUNCTION_NAME = "send-order-email"
+FEEDBACK_FUNCTION_NAME = "ses-feedback-processor"
+TABLE_NAME = "email-deliveries"
+DASHBOARD_NAME = "email-notifications"

@@ -1,0 +1,118 @@
+"""Shared fixtures: fake AWS credentials, handler loading, event fixtures, a fake Lambda context.
+
+Handler tests run twice, once on the readable file in `handlers/` and once on the code embedded in
+the template (`infra.code.embedded_code`, the exact `ZipFile` text; `test_code.py` proves `dist/`
+holds that text). Each load is a fresh module named `index`, as Lambda runs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from infra.code import embedded_code, handler_path
+
+TESTS_DIR = Path(__file__).resolve().parent
+EVENTS_DIR = TESTS_DIR / "events"
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch):
+    """Fake credentials and region so nothing can reach real AWS."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def load_handler_code(code: str, filename: str) -> types.ModuleType:
+    """Execute `code` as a fresh module named `index` (the name Lambda gives ZipFile code)."""
+    module = types.ModuleType("index")
+    module.__file__ = filename
+    compiled = compile(code, filename, "exec")
+    sys.modules["index"] = module
+    try:
+        exec(compiled, module.__dict__)
+    finally:
+        sys.modules.pop("index", None)
+    return module
+
+
+def load_handler(name: str, variant: str = "source") -> types.ModuleType:
+    """Load `handlers/<name>.py` as module `index`; `variant="embedded"` loads the ZipFile text."""
+    path = handler_path(name)
+    if variant == "source":
+        return load_handler_code(path.read_text(encoding="utf-8"), str(path))
+    if variant == "embedded":
+        return load_handler_code(embedded_code(name), f"<ZipFile of {path.name}>")
+    raise ValueError(f"unknown handler variant {variant!r}")
+
+
+@pytest.fixture(params=["source", "embedded"])
+def handler_variant(request) -> str:
+    """Parametrize a test over the readable handler file and the embedded ZipFile code."""
+    return request.param
+
+
+def load_event(relative: str) -> dict:
+    """A JSON fixture from `tests/events/`."""
+    return json.loads((EVENTS_DIR / relative).read_text(encoding="utf-8"))
+
+
+class FakeContext:
+    """The parts of the Lambda context object the handlers use."""
+
+    def __init__(self, remaining_ms: int = 30_000, request_id: str = "req-00000000"):
+        self._remaining_ms = remaining_ms
+        self.aws_request_id = request_id
+        self.function_name = "test-function"
+        self.memory_limit_in_mb = 256
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:{REGION}:123456789012:function:test-function"
+        )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self._remaining_ms
+
+
+@pytest.fixture
+def lambda_context() -> FakeContext:
+    return FakeContext()
+
+
+def sqs_event(*bodies: str, receive_counts: list[int] | None = None) -> dict:
+    """An SQS event whose records carry `bodies` as-is, message ids `msg-0`, `msg-1`, ..."""
+    records = []
+    for index, body in enumerate(bodies):
+        count = receive_counts[index] if receive_counts else 1
+        records.append(
+            {
+                "messageId": f"msg-{index}",
+                "receiptHandle": f"handle-{index}",
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": str(count),
+                    "SentTimestamp": "1795780800000",
+                    "SenderId": "AIDAEXAMPLE",
+                    "ApproximateFirstReceiveTimestamp": "1795780800000",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:test-queue",
+                "awsRegion": REGION,
+            }
+        )
+    return {"Records": records}
