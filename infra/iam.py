@@ -29,9 +29,9 @@ class Roles:
     feedback: Role
 
 
-def _ses_identity(name: str) -> Sub:
+def _ses_identity(parameter) -> Sub:
     return Sub(
-        "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${Name}", Name=name,
+        f"arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/${{{parameter.title}}}"
     )
 
 
@@ -46,9 +46,9 @@ def ses_send(params: Params) -> Statement:
         Effect=Allow,
         Action=[ses.SendEmail],
         Resource=[
-            _ses_identity(Ref(params.verified_domain)),
-            _ses_identity(Ref(params.from_address)),
-            _ses_identity(Ref(params.test_email)),
+            _ses_identity(params.verified_domain),
+            _ses_identity(params.from_address),
+            _ses_identity(params.test_email),
             Sub(
                 "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:"
                 f"configuration-set/${{{ENV}}}-{settings.CONFIG_SET_NAME}"
@@ -122,7 +122,7 @@ def add_roles(t: Template, params: Params, *, key: EncryptionKey, table: Deliver
         write_logs(send_log_group),
     ])
     feedback = _lambda_role(t, params, "LambdaSesFeedbackProcessorRole", [
-        table_access("TrackDeliveryStatus", table, [dynamodb.UpdateItem, dynamodb.GetItem]),
+        table_access("TrackDeliveryStatus", table, [dynamodb.UpdateItem]),
         consume_queue(queues.feedback),
         use_key(key),
         write_logs(feedback_log_group),

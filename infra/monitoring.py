@@ -1,6 +1,6 @@
 """Alarms, the dashboard, the monthly budget and the on-call e-mail subscription.
 
-Every alarm notifies the alarms topic on ALARM and on OK. `TreatMissingData` is chosen per alarm:
+Every alarm notifies the alarms topic when it fires. `TreatMissingData` is chosen per alarm:
 the handlers publish a metric only when it is non-zero (custom metrics are billed per hour in
 which they are published), and idle queues stop reporting, so for most alarms "no data" means
 "nothing happened" (`notBreaching`). SES reputation alarms `ignore` gaps: a reputation problem must
@@ -42,14 +42,14 @@ class Monitoring:
     budget: Budget
 
 
-def _alarm(t: Template, params: Params, topics: Topics, title: str, name: str, description: str,
+def _alarm(t: Template, params: Params, topics: Topics, title: str, description: str,
            *, missing: str, **props) -> Alarm:
+    # No AlarmName: CloudFormation names it `<stack>-<logical id>-<suffix>`, which is as clear in
+    # a notification and keeps the template (51,200-byte deploy limit) smaller.
     return add(t, Alarm(
         title,
-        AlarmName=physical(name),
         AlarmDescription=description,
         AlarmActions=[topics.alarms.ref()],
-        OKActions=[topics.alarms.ref()],
         TreatMissingData=missing,
         Tags=tags(params.env),
         **props,
@@ -68,12 +68,12 @@ def _count(metric_id: str, name: str, period: int) -> MetricDataQuery:
     )
 
 
-def _rate_alarm(t, params, topics, title, name, *, events: str, threshold_pct: float,
+def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
                 period: int, min_emails: int, what: str) -> Alarm:
     """`events` / `EmailsSent` in percent over `period`, only once `min_emails` were sent."""
     return _alarm(
-        t, params, topics, title, name,
-        f"{what} rate > {threshold_pct} % over {period // 3600} h (>= {min_emails} emails sent)",
+        t, params, topics, title,
+        f"{what} rate > {threshold_pct} % over {period // 3600} h (>= {min_emails} emails)",
         missing=NOT_BREACHING,
         Metrics=[
             _count("sent", "EmailsSent", period),
@@ -91,13 +91,12 @@ def _rate_alarm(t, params, topics, title, name, *, events: str, threshold_pct: f
     )
 
 
-def _metric_alarm(t, params, topics, title, name, description, *, namespace, metric, stat,
+def _metric_alarm(t, params, topics, title, description, *, namespace, metric, stat,
                   dimensions: dict | None = None, threshold, period=settings.ALARM_PERIOD_S,
-                  evaluation_periods=1, datapoints=None, missing=NOT_BREACHING,
-                  operator="GreaterThanThreshold") -> Alarm:
+                  evaluation_periods=1, datapoints=None, missing=NOT_BREACHING) -> Alarm:
     extra = {"DatapointsToAlarm": datapoints} if datapoints else {}
     return _alarm(
-        t, params, topics, title, name, description, missing=missing,
+        t, params, topics, title, description, missing=missing,
         Namespace=namespace,
         MetricName=metric,
         Dimensions=[MetricDimension(Name=key, Value=value)
@@ -106,7 +105,7 @@ def _metric_alarm(t, params, topics, title, name, description, *, namespace, met
         Period=period,
         EvaluationPeriods=evaluation_periods,
         Threshold=threshold,
-        ComparisonOperator=operator,
+        ComparisonOperator="GreaterThanThreshold",
         **extra,
     )
 
@@ -115,17 +114,16 @@ def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, label: str, name:
                   max_age_s: int) -> list[Alarm]:
     return [
         _metric_alarm(
-            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty", f"{name}-dlq-not-empty",
+            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty",
             f"Messages in the {name} dead-letter queue",
             namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible", stat="Maximum",
             dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
         ),
         _metric_alarm(
-            t, params, topics, f"Alarm{label}QueueMessageAge", f"{name}-queue-oldest-message",
-            f"A {name} queue message waited >= {max_age_s // 60} min",
+            t, params, topics, f"Alarm{label}QueueMessageAge",
+            f"A {name} queue message waited over {max_age_s // 60} min",
             namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
             dimensions={"QueueName": queue.get_att("QueueName")}, threshold=max_age_s,
-            operator="GreaterThanOrEqualToThreshold",
         ),
     ]
 
@@ -134,12 +132,12 @@ def _function_alarms(t, params, topics, label: str, name: str, function: Functio
     dims = {"FunctionName": function.ref()}
     return [
         _metric_alarm(
-            t, params, topics, f"Alarm{label}FunctionErrors", f"{name}-function-errors",
+            t, params, topics, f"Alarm{label}FunctionErrors",
             f"The {name} function crashed or timed out",
             namespace="AWS/Lambda", metric="Errors", stat="Sum", dimensions=dims, threshold=0,
         ),
         _metric_alarm(
-            t, params, topics, f"Alarm{label}FunctionThrottles", f"{name}-function-throttles",
+            t, params, topics, f"Alarm{label}FunctionThrottles",
             f"The {name} function was throttled in 2 of 3 periods",
             namespace="AWS/Lambda", metric="Throttles", stat="Sum", dimensions=dims, threshold=0,
             evaluation_periods=3, datapoints=2,
@@ -150,34 +148,33 @@ def _function_alarms(t, params, topics, label: str, name: str, function: Functio
 def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
                functions: Functions) -> list[Alarm]:
     alarms = [
-        _rate_alarm(t, params, topics, "AlarmHighBounceRate", "high-bounce-rate",
+        _rate_alarm(t, params, topics, "AlarmHighBounceRate",
                     events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
                     period=settings.BOUNCE_RATE_PERIOD_S,
                     min_emails=settings.BOUNCE_RATE_MIN_EMAILS, what="Bounce"),
-        _rate_alarm(t, params, topics, "AlarmHighComplaintRate", "high-complaint-rate",
+        _rate_alarm(t, params, topics, "AlarmHighComplaintRate",
                     events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
                     period=settings.COMPLAINT_RATE_PERIOD_S,
                     min_emails=settings.COMPLAINT_RATE_MIN_EMAILS, what="Complaint"),
         _metric_alarm(
-            t, params, topics, "AlarmSesReputationBounceRate", "ses-reputation-bounce-rate",
-            "SES account bounce rate >= half the 5 % review threshold",
+            t, params, topics, "AlarmSesReputationBounceRate",
+            "SES account bounce rate over half the 5 % review threshold",
             namespace="AWS/SES", metric="Reputation.BounceRate", stat="Maximum",
             threshold=settings.SES_REPUTATION_BOUNCE_ALARM, period=settings.SES_REPUTATION_PERIOD_S,
-            missing=IGNORE, operator="GreaterThanOrEqualToThreshold",
+            missing=IGNORE,
         ),
         _metric_alarm(
-            t, params, topics, "AlarmSesReputationComplaintRate", "ses-reputation-complaint-rate",
-            "SES account complaint rate >= half the 0.1 % review threshold",
+            t, params, topics, "AlarmSesReputationComplaintRate",
+            "SES account complaint rate over half the 0.1 % review threshold",
             namespace="AWS/SES", metric="Reputation.ComplaintRate", stat="Maximum",
             threshold=settings.SES_REPUTATION_COMPLAINT_ALARM,
             period=settings.SES_REPUTATION_PERIOD_S, missing=IGNORE,
-            operator="GreaterThanOrEqualToThreshold",
         ),
         _metric_alarm(
-            t, params, topics, "AlarmEmailSendFailures", "email-send-failures",
-            f">= {settings.SEND_FAILURES_THRESHOLD} SES send attempts failed in 5 min",
+            t, params, topics, "AlarmEmailSendFailures",
+            f"Over {settings.SEND_FAILURES_THRESHOLD} SES send attempts failed in 5 min",
             namespace=Sub(NAMESPACE), metric="SendFailures", stat="Sum",
-            threshold=settings.SEND_FAILURES_THRESHOLD, operator="GreaterThanOrEqualToThreshold",
+            threshold=settings.SEND_FAILURES_THRESHOLD,
         ),
     ]
     alarms += _queue_alarms(t, params, topics, queues.send, queues.send_dlq, "Send",
@@ -215,43 +212,42 @@ def dashboard_body() -> dict:
     feedback_fn = f"${{{ENV}}}-{settings.FEEDBACK_FUNCTION_NAME}"
     queues = [f"${{{ENV}}}-{name}" for name in
               ("send-order-email", "send-order-email-dlq", "ses-feedback", "ses-feedback-dlq")]
-    table = f"${{{ENV}}}-{settings.TABLE_NAME}"
-    rate = {"period": 3600, "stat": "Sum"}
+    hidden = {"visible": False}
     widgets = [
         _widget("Emails", _ours("EmailsSent", "Deliveries", "Bounces", "HardBounces",
                                 "Complaints", "Rejects", "RenderingFailures", "DeliveryDelays")),
-        _widget("Bounce and complaint rate (%, hourly)", [
-            [NAMESPACE, "EmailsSent", {"id": "s", "visible": False}],
-            [".", "Bounces", {"id": "b", "visible": False}],
-            [".", "Complaints", {"id": "c", "visible": False}],
-            [{"expression": "100*FILL(b,0)/s", "label": "Bounce %"}],
-            [{"expression": "100*FILL(c,0)/s", "label": "Complaint %"}],
-        ], **rate),
-        _widget("SES account reputation (fraction)", [
-            ["AWS/SES", "Reputation.BounceRate"], [".", "Reputation.ComplaintRate"],
-        ], stat="Maximum", period=3600, annotations={"horizontal": [
-            {"label": "Bounce review", "value": 0.05},
-            {"label": "Complaint review", "value": 0.001},
-        ]}),
+        # Ours per hour, and the account's as SES computes it for its review (x 100: percent).
+        _widget("Bounce and complaint rate (%)", [
+            [NAMESPACE, "EmailsSent", dict(hidden, id="s")],
+            [".", "Bounces", dict(hidden, id="b")],
+            [".", "Complaints", dict(hidden, id="c")],
+            ["AWS/SES", "Reputation.BounceRate", dict(hidden, id="rb", stat="Maximum")],
+            [".", "Reputation.ComplaintRate", dict(hidden, id="rc", stat="Maximum")],
+            [{"expression": "100*FILL(b,0)/s", "label": "Bounces"}],
+            [{"expression": "100*FILL(c,0)/s", "label": "Complaints"}],
+            [{"expression": "100*rb", "label": "SES bounce rate"}],
+            [{"expression": "100*rc", "label": "SES complaint rate"}],
+        ], period=3600),
         _widget("Problems", _ours("SendFailures", "RecordFailures", "InvalidMessages",
                                   "DuplicatesSkipped", "UnmatchedFeedback")),
-        _widget("Send latency (ms)", [
-            [NAMESPACE, "SendLatency", {"stat": "p50"}], [".", "SendLatency", {"stat": "p95"}],
-            [".", "SendLatency", {"stat": "Maximum"}],
-        ], stat="Average"),
+        _widget("Latency p95 (ms)", [
+            [NAMESPACE, "SendLatency"],
+            ["AWS/Lambda", "Duration", "FunctionName", send_fn],
+            [".", ".", ".", feedback_fn],
+        ], stat="p95"),
         _widget("Queue depth", _per("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
                                     queues), stat="Maximum"),
         _widget("Age of oldest message (s)", _per("AWS/SQS", "ApproximateAgeOfOldestMessage",
-                                                  "QueueName", [queues[0], queues[2]]), stat="Maximum"),
+                                                  "QueueName", [queues[0], queues[2]]),
+                stat="Maximum"),
         _widget("Functions", [
             ["AWS/Lambda", "Invocations", "FunctionName", send_fn], [".", "Errors", ".", "."],
             [".", "Throttles", ".", "."], [".", "Invocations", ".", feedback_fn],
             [".", "Errors", ".", "."], [".", "Throttles", ".", "."],
         ]),
-        _widget("Function duration p95 (ms)", _per("AWS/Lambda", "Duration", "FunctionName",
-                                                   [send_fn, feedback_fn]), stat="p95"),
         _widget("Table", [
-            ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName", table],
+            ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName",
+             f"${{{ENV}}}-{settings.TABLE_NAME}"],
             [".", "ConsumedReadCapacityUnits", ".", "."],
             [".", "WriteThrottleEvents", ".", "."],
         ]),

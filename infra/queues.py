@@ -79,7 +79,6 @@ def _queue_pair(t: Template, params: Params, key: EncryptionKey, title: str, nam
         f"{title}Queue",
         QueueName=physical(name),
         VisibilityTimeout=settings.VISIBILITY_TIMEOUT_FACTOR * function_timeout_s,
-        MessageRetentionPeriod=settings.QUEUE_RETENTION_S,
         KmsMasterKeyId=GetAtt(key.key, "Arn"),
         RedrivePolicy=RedrivePolicy(
             deadLetterTargetArn=GetAtt(dlq, "Arn"),

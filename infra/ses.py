@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from troposphere import GetAtt, Ref, Sub, Template
+from troposphere import Ref, Sub, Template
 from troposphere.ses import (
     ConfigurationSet, ConfigurationSetAttributes, ConfigurationSetEventDestination,
     DeliveryOptions, DkimAttributes, DkimSigningAttributes, EmailIdentity, EventDestination,
@@ -86,6 +86,5 @@ def add_ses(t: Template, params: Params, *, topics: Topics) -> Ses:
 
 def dkim_record(identity: EmailIdentity, number: int) -> Sub:
     """One DNS record to publish, as `<name> CNAME <value>`."""
-    name = GetAtt(identity, f"DkimDNSTokenName{number}")
-    value = GetAtt(identity, f"DkimDNSTokenValue{number}")
-    return Sub("${Name} CNAME ${Value}", Name=name, Value=value)
+    token = f"{identity.title}.DkimDNSToken"
+    return Sub(f"${{{token}Name{number}}} CNAME ${{{token}Value{number}}}")

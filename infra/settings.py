@@ -25,7 +25,6 @@ FEEDBACK_TIMEOUT_S = 30
 # so a message is not redelivered while a (retried) invocation still works on it.
 VISIBILITY_TIMEOUT_FACTOR = 6
 MAX_RECEIVE_COUNT = 5  # attempts before a message moves to its DLQ (AWS recommends >= 5)
-QUEUE_RETENTION_S = 4 * 24 * 3600  # SQS default; a message older than that has long been in the DLQ
 DLQ_RETENTION_S = 14 * 24 * 3600  # the SQS maximum: time for an operator to inspect and redrive
 
 SEND_BATCH_SIZE = 10
@@ -60,8 +59,8 @@ BOUNCE_RATE_MIN_EMAILS = 200
 COMPLAINT_RATE_PERIOD_S = 24 * 3600
 COMPLAINT_RATE_MIN_EMAILS = 500
 SES_REPUTATION_PERIOD_S = 3600
-SEND_FAILURES_THRESHOLD = 5  # per 5 minutes: transient throttling is retried, a stream of it is not
-SEND_QUEUE_MAX_AGE_S = 15 * 60  # a confirmation older than 15 minutes is late
+SEND_FAILURES_THRESHOLD = 4  # more than this per 5 minutes: transient throttling is retried, a stream of it is not
+SEND_QUEUE_MAX_AGE_S = 15 * 60  # a confirmation waiting more than 15 minutes is late
 FEEDBACK_QUEUE_MAX_AGE_S = 60 * 60
 ALARM_PERIOD_S = 300
 

@@ -118,7 +118,7 @@ def add_topics(t: Template, params: Params, *, key: EncryptionKey) -> Topics:
                 "CloudWatchPublishesStackAlarms", "cloudwatch.amazonaws.com", [alarms],
                 Sub(
                     "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:"
-                    f"alarm:${{{ENV}}}-*"
+                    "alarm:${AWS::StackName}-*"
                 ),
             ),
             allow_service_publish(

@@ -116,3 +116,18 @@ def sqs_event(*bodies: str, receive_counts: list[int] | None = None) -> dict:
             }
         )
     return {"Records": records}
+
+
+@pytest.fixture(scope="session")
+def template() -> dict:
+    """The template exactly as `build_template.py` renders the deploy file."""
+    import build_template
+
+    return json.loads(build_template.render()[build_template.DEPLOY_FILE])
+
+
+def resources_of_type(template: dict, resource_type: str) -> dict[str, dict]:
+    return {
+        name: resource for name, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }

@@ -1,0 +1,370 @@
+"""Property tests per resource group: each asserts a property that matters, and says why."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import resources_of_type
+from infra import settings
+
+KEY = {"Fn::GetAtt": ["EmailNotificationsKey", "Arn"]}
+FUNCTIONS = {
+    "LambdaSendOrderEmail": "SendOrderEmailQueue",
+    "LambdaSesFeedbackProcessor": "SesFeedbackQueue",
+}
+
+
+def props(template: dict, name: str) -> dict:
+    return template["Resources"][name]["Properties"]
+
+
+# --- Parameters ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parameter, good, bad", [
+    ("EnvironmentSuffix", ["dev", "prod", "staging-2", "a"],
+     ["Dev", "-dev", "dev-", "dev_1", "a" * 21, ""]),
+    ("VerifiedDomain", ["shop.example.com", "example.co.uk"],
+     ["Shop.example.com", "example", "ex ample.com", "-x.example.com"]),
+    ("SesFromAddress", ["orders@shop.example.com", "a.b+c@x.io"],
+     ["orders", "a@b", "a@b.c d", "A <a@b.com>", "a@b.com,c@d.com"]),
+    ("TestEmailAddress", ["qa@example.com"], ["qa@", "qa@example"]),
+    ("AlarmEmail", ["", "oncall@example.com"], ["oncall", "x@y"]),
+])
+def test_parameter_patterns_reject_bad_input_before_anything_is_created(
+        template, parameter, good, bad):
+    pattern = re.compile(template["Parameters"][parameter]["AllowedPattern"])
+    for value in good:
+        assert pattern.fullmatch(value), value
+    for value in bad:
+        assert not pattern.fullmatch(value), value
+
+
+def test_environment_suffix_keeps_the_longest_function_name_within_lambdas_64_chars(template):
+    longest = "a" * 20 + "-" + settings.FEEDBACK_FUNCTION_NAME
+    assert len(longest) <= 64
+    assert re.fullmatch(template["Parameters"]["EnvironmentSuffix"]["AllowedPattern"], "a" * 20)
+
+
+def test_boolean_parameters_accept_only_true_or_false(template):
+    for name in ("EnableProductionSES", "CreateEmailIdentity"):
+        assert template["Parameters"][name]["AllowedValues"] == ["true", "false"]
+    assert template["Parameters"]["EnableProductionSES"]["Default"] == "false"
+
+
+def test_send_concurrency_respects_the_event_source_minimum_of_2(template):
+    parameter = template["Parameters"]["SendMaxConcurrency"]
+    assert parameter["MinValue"] == 2 and parameter["MaxValue"] == 1000
+
+
+def test_console_groups_and_labels_every_parameter(template):
+    interface = template["Metadata"]["AWS::CloudFormation::Interface"]
+    grouped = [p for group in interface["ParameterGroups"] for p in group["Parameters"]]
+    assert sorted(grouped) == sorted(template["Parameters"])
+    assert set(interface["ParameterLabels"]) == set(template["Parameters"])
+
+
+# --- Queues and subscriptions --------------------------------------------------------------------
+
+@pytest.mark.parametrize("function, queue", FUNCTIONS.items())
+def test_visibility_timeout_is_at_least_six_function_timeouts_as_aws_requires(
+        template, function, queue):
+    assert props(template, queue)["VisibilityTimeout"] >= 6 * props(template, function)["Timeout"]
+
+
+@pytest.mark.parametrize("queue, dlq", [
+    ("SendOrderEmailQueue", "SendOrderEmailDeadLetterQueue"),
+    ("SesFeedbackQueue", "SesFeedbackDeadLetterQueue"),
+])
+def test_failed_messages_reach_a_dlq_after_five_receives_and_wait_there_14_days(
+        template, queue, dlq):
+    redrive = props(template, queue)["RedrivePolicy"]
+    assert redrive == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": 5}
+    assert props(template, dlq)["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+@pytest.mark.parametrize("subscription, topic, queue, dlq", [
+    ("SNSSubscriptionOrderConfirmations", "SNSTopicOrderConfirmations", "SendOrderEmailQueue",
+     "SendOrderEmailDeadLetterQueue"),
+    ("SNSSubscriptionSesDelivery", "SNSTopicSesDelivery", "SesFeedbackQueue",
+     "SesFeedbackDeadLetterQueue"),
+    ("SNSSubscriptionSesBounce", "SNSTopicSesBounce", "SesFeedbackQueue",
+     "SesFeedbackDeadLetterQueue"),
+    ("SNSSubscriptionSesComplaint", "SNSTopicSesComplaint", "SesFeedbackQueue",
+     "SesFeedbackDeadLetterQueue"),
+])
+def test_subscriptions_deliver_raw_json_and_redrive_what_sns_cannot_deliver(
+        template, subscription, topic, queue, dlq):
+    resource = template["Resources"][subscription]
+    p = resource["Properties"]
+    assert p["TopicArn"] == {"Ref": topic}
+    assert p["Protocol"] == "sqs"
+    assert p["Endpoint"] == {"Fn::GetAtt": [queue, "Arn"]}
+    assert p["RawMessageDelivery"] is True
+    assert p["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}}
+    # SNS can deliver from the first message on only once the queue policy exists.
+    assert resource["DependsOn"] == ["SQSQueuePolicy"]
+
+
+def test_alarm_email_subscription_exists_only_when_an_address_is_given(template):
+    resource = template["Resources"]["SNSSubscriptionAlarmEmail"]
+    assert resource["Condition"] == "HasAlarmEmail"
+    assert template["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
+# --- Table ---------------------------------------------------------------------------------------
+
+def test_table_key_is_order_and_deterministic_message_id_so_redeliveries_hit_one_item(template):
+    p = props(template, "EmailDeliveriesTable")
+    assert p["KeySchema"] == [{"AttributeName": "orderId", "KeyType": "HASH"},
+                              {"AttributeName": "messageId", "KeyType": "RANGE"}]
+
+
+def test_table_indexes_answer_by_recipient_and_by_status(template):
+    p = props(template, "EmailDeliveriesTable")
+    indexes = {i["IndexName"]: i for i in p["GlobalSecondaryIndexes"]}
+    assert indexes["EmailIndex"]["KeySchema"] == [
+        {"AttributeName": "to", "KeyType": "HASH"},
+        {"AttributeName": "timestamp", "KeyType": "RANGE"}]
+    assert indexes["StatusIndex"]["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "timestamp", "KeyType": "RANGE"}]
+    types = {a["AttributeName"]: a["AttributeType"] for a in p["AttributeDefinitions"]}
+    assert types == {"orderId": "S", "messageId": "S", "to": "S", "status": "S",
+                     "timestamp": "N"}
+
+
+def test_table_is_on_demand_recoverable_encrypted_expiring_and_protected(template):
+    resource = template["Resources"]["EmailDeliveriesTable"]
+    p = resource["Properties"]
+    assert p["BillingMode"] == "PAY_PER_REQUEST"
+    assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert p["SSESpecification"] == {"KMSMasterKeyId": KEY, "SSEEnabled": True, "SSEType": "KMS"}
+    assert p["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert p["DeletionProtectionEnabled"] is True
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+# --- SES -----------------------------------------------------------------------------------------
+
+def test_configuration_set_tracks_reputation_suppresses_and_requires_tls(template):
+    p = props(template, "SESConfigurationSet")
+    assert p["ReputationOptions"] == {"ReputationMetricsEnabled": True}
+    assert p["SuppressionOptions"] == {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]}
+    assert p["DeliveryOptions"] == {"TlsPolicy": "REQUIRE"}
+
+
+def test_event_destinations_route_every_event_type_the_feedback_processor_handles(template):
+    routes = {}
+    for destination in resources_of_type(
+            template, "AWS::SES::ConfigurationSetEventDestination").values():
+        p = destination["Properties"]
+        assert p["ConfigurationSetName"] == {"Ref": "SESConfigurationSet"}
+        assert p["EventDestination"]["Enabled"] is True
+        topic = p["EventDestination"]["SnsDestination"]["TopicARN"]["Ref"]
+        for event in p["EventDestination"]["MatchingEventTypes"]:
+            routes[event] = topic
+        # SES checks it may publish when the destination is created.
+        assert destination["DependsOn"] == ["SNSTopicPolicy"]
+    assert routes == {
+        # `send` closes the crash window between SES accepting an email and recording SENT.
+        "send": "SNSTopicSesDelivery", "delivery": "SNSTopicSesDelivery",
+        "deliveryDelay": "SNSTopicSesDelivery", "bounce": "SNSTopicSesBounce",
+        "reject": "SNSTopicSesBounce", "renderingFailure": "SNSTopicSesBounce",
+        "complaint": "SNSTopicSesComplaint",
+    }
+
+
+def test_optional_domain_identity_uses_2048_bit_easy_dkim_and_our_config_set(template):
+    resource = template["Resources"]["SESEmailIdentity"]
+    assert resource["Condition"] == "CreateEmailIdentity"
+    p = resource["Properties"]
+    assert p["EmailIdentity"] == {"Ref": "VerifiedDomain"}
+    assert p["DkimSigningAttributes"] == {"NextSigningKeyLength": "RSA_2048_BIT"}
+    assert p["ConfigurationSetAttributes"] == {"ConfigurationSetName": {"Ref": "SESConfigurationSet"}}
+
+
+def test_dkim_outputs_are_ready_to_paste_as_cname_records(template):
+    value = template["Outputs"]["DkimRecord1"]["Value"]["Fn::Sub"]
+    assert value == ("${SESEmailIdentity.DkimDNSTokenName1} CNAME "
+                     "${SESEmailIdentity.DkimDNSTokenValue1}")
+
+
+# --- Functions -----------------------------------------------------------------------------------
+
+SEND_ENV = {"EMAIL_DELIVERIES_TABLE", "SES_FROM_ADDRESS", "SES_CONFIG_SET",
+            "ENABLE_PRODUCTION_SES", "TEST_EMAIL_ADDRESS", "ENVIRONMENT", "METRICS_NAMESPACE",
+            "RECORD_TTL_DAYS"}
+FEEDBACK_ENV = {"EMAIL_DELIVERIES_TABLE", "ENVIRONMENT", "METRICS_NAMESPACE"}
+
+
+@pytest.mark.parametrize("function, variables", [
+    ("LambdaSendOrderEmail", SEND_ENV), ("LambdaSesFeedbackProcessor", FEEDBACK_ENV),
+])
+def test_functions_get_exactly_the_design_environment(template, function, variables):
+    env = props(template, function)["Environment"]["Variables"]
+    assert set(env) == variables
+    assert env["METRICS_NAMESPACE"] == {"Fn::Sub": "${EnvironmentSuffix}/EmailNotifications"}
+    assert env["EMAIL_DELIVERIES_TABLE"] == {"Ref": "EmailDeliveriesTable"}
+
+
+def test_send_function_env_comes_from_parameters(template):
+    env = props(template, "LambdaSendOrderEmail")["Environment"]["Variables"]
+    assert env["ENABLE_PRODUCTION_SES"] == {"Ref": "EnableProductionSES"}
+    assert env["TEST_EMAIL_ADDRESS"] == {"Ref": "TestEmailAddress"}
+    assert env["SES_CONFIG_SET"] == {"Ref": "SESConfigurationSet"}
+    assert env["RECORD_TTL_DAYS"] == {"Ref": "RecordRetentionDays"}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_functions_run_a_current_python_on_arm64_from_inline_code(template, function):
+    p = props(template, function)
+    assert p["Runtime"] in {"python3.13", "python3.14"}
+    assert p["Architectures"] == ["arm64"]  # about 20 % cheaper than x86_64
+    assert p["Handler"] == "index.lambda_handler"  # ZipFile code runs as module `index`
+    assert set(p["Code"]) == {"ZipFile"}
+    # No reserved concurrency: it fails deploys in accounts with a small concurrency quota.
+    assert "ReservedConcurrentExecutions" not in p
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_functions_log_to_their_own_group_with_retention_and_the_key(template, function):
+    p = props(template, function)
+    group = f"{function}LogGroup"
+    assert p["LoggingConfig"]["LogGroup"] == {"Ref": group}
+    log_group = props(template, group)
+    assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    # Named from the environment (not the function's Ref) to avoid a dependency cycle.
+    assert log_group["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/${EnvironmentSuffix}-")
+    assert log_group["LogGroupName"]["Fn::Sub"].endswith(
+        p["FunctionName"]["Fn::Sub"].removeprefix("${EnvironmentSuffix}"))
+
+
+@pytest.mark.parametrize("function, queue", FUNCTIONS.items())
+def test_event_source_mappings_retry_only_failed_records(template, function, queue):
+    p = props(template, f"{function}EventSourceMapping")
+    assert p["FunctionName"] == {"Ref": function}
+    assert p["EventSourceArn"] == {"Fn::GetAtt": [queue, "Arn"]}
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= p["BatchSize"] <= 100
+    assert p["MaximumBatchingWindowInSeconds"] <= 5
+
+
+def test_send_concurrency_is_capped_by_the_parameter_to_stay_under_the_ses_rate(template):
+    p = props(template, "LambdaSendOrderEmailEventSourceMapping")
+    assert p["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "SendMaxConcurrency"}}
+
+
+# --- Monitoring ----------------------------------------------------------------------------------
+
+def test_every_alarm_notifies_the_alarms_topic_and_treats_missing_data_deliberately(template):
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == 13
+    for name, alarm in alarms.items():
+        p = alarm["Properties"]
+        assert p["AlarmActions"] == [{"Ref": "SNSTopicAlarms"}], name
+        assert "AlarmName" not in p, name  # `<stack>-<logical id>-<suffix>`: the runbook key
+        assert p["TreatMissingData"] in {"notBreaching", "ignore"}, name
+
+
+@pytest.mark.parametrize("alarm, events, threshold, review", [
+    ("AlarmHighBounceRate", "Bounces", 2.5, 5.0),
+    ("AlarmHighComplaintRate", "Complaints", 0.05, 0.1),
+])
+def test_rate_alarms_compute_our_rate_guarded_against_tiny_volumes(
+        template, alarm, events, threshold, review):
+    p = props(template, alarm)
+    queries = {q["Id"]: q for q in p["Metrics"]}
+    assert queries["sent"]["MetricStat"]["Metric"]["MetricName"] == "EmailsSent"
+    assert queries["events"]["MetricStat"]["Metric"]["MetricName"] == events
+    expression = queries["rate"]["Expression"]
+    minimum = int(re.match(r"IF\(sent >= (\d+),", expression).group(1))
+    assert minimum >= 100  # one bounce in 20 emails is noise, not a reputation problem
+    assert p["Threshold"] == threshold <= review / 2
+    assert [q["Id"] for q in p["Metrics"] if q["ReturnData"]] == ["rate"]
+
+
+@pytest.mark.parametrize("alarm, metric, review", [
+    ("AlarmSesReputationBounceRate", "Reputation.BounceRate", 0.05),
+    ("AlarmSesReputationComplaintRate", "Reputation.ComplaintRate", 0.001),
+])
+def test_ses_reputation_alarms_fire_at_half_the_review_threshold(template, alarm, metric, review):
+    p = props(template, alarm)
+    assert (p["Namespace"], p["MetricName"]) == ("AWS/SES", metric)
+    assert p["Threshold"] <= review / 2
+    # A reputation problem must not clear itself because sending stopped.
+    assert p["TreatMissingData"] == "ignore"
+
+
+@pytest.mark.parametrize("alarm, queue", [
+    ("AlarmSendDeadLetterQueueNotEmpty", "SendOrderEmailDeadLetterQueue"),
+    ("AlarmFeedbackDeadLetterQueueNotEmpty", "SesFeedbackDeadLetterQueue"),
+])
+def test_any_message_in_a_dlq_pages(template, alarm, queue):
+    p = props(template, alarm)
+    assert p["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert p["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+    assert (p["ComparisonOperator"], p["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+@pytest.mark.parametrize("alarm, queue", [
+    ("AlarmSendQueueMessageAge", "SendOrderEmailQueue"),
+    ("AlarmFeedbackQueueMessageAge", "SesFeedbackQueue"),
+])
+def test_a_stuck_queue_pages_before_customers_notice(template, alarm, queue):
+    p = props(template, alarm)
+    assert p["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert p["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_has_error_and_throttle_alarms(template, function):
+    label = "Send" if function == "LambdaSendOrderEmail" else "Feedback"
+    for metric in ("Errors", "Throttles"):
+        p = props(template, f"Alarm{label}Function{metric}")
+        assert p["MetricName"] == metric
+        assert p["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+
+
+def test_send_failures_alarm_watches_our_metric(template):
+    p = props(template, "AlarmEmailSendFailures")
+    assert p["MetricName"] == "SendFailures"
+    assert p["Namespace"] == {"Fn::Sub": "${EnvironmentSuffix}/EmailNotifications"}
+
+
+def _dashboard(template: dict) -> dict:
+    body = props(template, "CloudWatchDashboard")["DashboardBody"]["Fn::Sub"]
+    rendered = body.replace("${EnvironmentSuffix}", "prod").replace("${AWS::Region}", "us-east-1")
+    assert "${" not in rendered
+    return json.loads(rendered)
+
+
+def test_dashboard_is_valid_json_once_substituted(template):
+    assert len(_dashboard(template)["widgets"]) >= 8
+
+
+def test_dashboard_shows_every_custom_metric_queue_function_and_the_table(template):
+    text = json.dumps(_dashboard(template))
+    for metric in ("EmailsSent", "Deliveries", "Bounces", "HardBounces", "Complaints", "Rejects",
+                   "RenderingFailures", "DeliveryDelays", "SendFailures", "RecordFailures",
+                   "InvalidMessages", "DuplicatesSkipped", "UnmatchedFeedback", "SendLatency",
+                   "Reputation.BounceRate", "Reputation.ComplaintRate"):
+        assert f'"{metric}"' in text, metric
+    for name in ("prod-send-order-email", "prod-send-order-email-dlq", "prod-ses-feedback",
+                 "prod-ses-feedback-dlq", "prod-ses-feedback-processor", "prod-email-deliveries"):
+        assert f'"{name}"' in text, name
+
+
+def test_budget_warns_at_80_percent_actual_and_100_percent_forecast(template):
+    p = props(template, "MonthlyCostBudget")
+    assert p["Budget"]["BudgetLimit"] == {"Amount": {"Ref": "MonthlyBudgetUsd"}, "Unit": "USD"}
+    assert (p["Budget"]["BudgetType"], p["Budget"]["TimeUnit"]) == ("COST", "MONTHLY")
+    notifications = {(n["Notification"]["NotificationType"], n["Notification"]["Threshold"])
+                     for n in p["NotificationsWithSubscribers"]}
+    assert notifications == {("ACTUAL", 80), ("FORECASTED", 100)}
+    for n in p["NotificationsWithSubscribers"]:
+        assert n["Subscribers"] == [{"Address": {"Ref": "SNSTopicAlarms"},
+                                     "SubscriptionType": "SNS"}]
