@@ -1,0 +1,196 @@
+"""Benchmark the send-order-email handler in-process under moto (no network, no AWS account).
+
+Prints figures, asserts nothing:
+- AWS API calls per email (and per redelivered duplicate), by operation: PutMetricData must not
+  appear (metrics are EMF log lines);
+- mean handler time per order under moto (moto's own work included, so an upper bound of the
+  handler's share, not a prediction of Lambda latency);
+- cold-import time of `handlers/send_order_email.py` vs a bare `import boto3`, each measured in
+  fresh interpreters, median of several runs.
+
+Usage: python benchmark_send.py [--orders 200] [--batch-size 10] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+HANDLER = ROOT / "handlers" / "send_order_email.py"
+TABLE = "bench-email-deliveries"
+ENV = {
+    # Fake credentials and no instance metadata lookups: nothing can reach AWS.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "EMAIL_DELIVERIES_TABLE": TABLE,
+    "SES_FROM_ADDRESS": "orders@shop.example.com",
+    "SES_CONFIG_SET": "bench-ses-config-set",
+    "ENABLE_PRODUCTION_SES": "true",
+    "TEST_EMAIL_ADDRESS": "qa-inbox@shop.example.com",
+    "ENVIRONMENT": "bench",
+    "METRICS_NAMESPACE": "bench/EmailNotifications",
+    "RECORD_TTL_DAYS": "90",
+}
+ORDER = {
+    "customerEmail": "ada@example.com",
+    "customerName": "Ada Lovelace",
+    "items": [
+        {"name": "Widget", "quantity": 2, "unitPrice": "9.99"},
+        {"name": "Gadget", "quantity": 1, "unitPrice": "1250.00"},
+    ],
+    "total": "1269.98",
+    "currency": "USD",
+    "orderDate": "2026-11-27T12:00:00Z",
+}
+
+
+class Context:
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def load_handler():
+    """The handler as Lambda runs ZipFile code: module `index`, compiled from source (no .pyc)."""
+    module = types.ModuleType("index")
+    exec(compile(HANDLER.read_text(encoding="utf-8"), str(HANDLER), "exec"), module.__dict__)
+    return module
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    return {"Records": [{"messageId": f"m-{i}", "body": b, "eventSource": "aws:sqs"}
+                        for i, b in enumerate(bodies)]}
+
+
+def run_orders(orders: int, batch_size: int) -> dict:
+    """Send `orders` distinct orders, then redeliver them all; count calls, time the handler."""
+    os.environ.update(ENV)
+    import boto3
+    import botocore.client
+    from moto import mock_aws
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    calls: collections.Counter[str] = collections.Counter()
+    real_call = botocore.client.BaseClient._make_api_call
+
+    def counting_call(client, operation_name, params):
+        calls[operation_name] += 1
+        return real_call(client, operation_name, params)
+
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"},
+                       {"AttributeName": "messageId", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "orderId", "AttributeType": "S"},
+                                  {"AttributeName": "messageId", "AttributeType": "S"}],
+        )
+        boto3.client("ses").verify_domain_identity(Domain="shop.example.com")
+        handler = load_handler()
+        bodies = [json.dumps({"orderId": f"BENCH-{n:06d}", **ORDER}) for n in range(orders)]
+        batches = [bodies[i:i + batch_size] for i in range(0, orders, batch_size)]
+        botocore.client.BaseClient._make_api_call = counting_call
+        try:
+            phases = {}
+            for phase in ("new orders", "redeliveries"):
+                calls.clear()
+                elapsed = 0.0
+                for batch in batches:
+                    event = sqs_event(batch)
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        started = time.perf_counter()
+                        result = handler.lambda_handler(event, Context())
+                        elapsed += time.perf_counter() - started
+                    assert not result["batchItemFailures"], result
+                phases[phase] = {"calls": dict(calls), "seconds": elapsed}
+        finally:
+            botocore.client.BaseClient._make_api_call = real_call
+        emails = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_message_count
+    return {"emails": emails, "phases": phases}
+
+
+IMPORT_SNIPPETS = {
+    "bare `import boto3`": "import boto3",
+    # The handler's two clients: SES with one attempt (no botocore resend of SendEmail), DynamoDB
+    # with standard retries.
+    "`import boto3` + the two clients": (
+        "import boto3; from botocore.config import Config;"
+        " [boto3.client(n, config=Config(retries={'mode': 'standard', 'total_max_attempts': a},"
+        " connect_timeout=2, read_timeout=5)) for n, a in (('ses', 1), ('dynamodb', 4))]"
+    ),
+    # Compiled from source like ZipFile code (Lambda's /var/task has no .pyc for it).
+    "handler module (index)": (
+        "import types; m = types.ModuleType('index');"
+        " exec(compile(open(HANDLER).read(), HANDLER, 'exec'), m.__dict__)"
+    ),
+}
+
+
+def cold_import(repeats: int) -> dict[str, list[float]]:
+    """Milliseconds to run each snippet in a fresh interpreter (startup excluded), interleaved."""
+    env = {**os.environ, **ENV, "PYTHONDONTWRITEBYTECODE": "1"}
+    timings: dict[str, list[float]] = {label: [] for label in IMPORT_SNIPPETS}
+    for _ in range(repeats):
+        for label, snippet in IMPORT_SNIPPETS.items():
+            code = (
+                "import time; t = time.perf_counter(); "
+                + snippet.replace("HANDLER", repr(str(HANDLER)))
+                + "; print((time.perf_counter() - t) * 1000)"
+            )
+            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            timings[label].append(float(out.strip().splitlines()[-1]))
+    return timings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=200, help="distinct orders to send (200)")
+    parser.add_argument("--batch-size", type=int, default=10,
+                        help="SQS records per invocation (10)")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="fresh interpreters per cold-import measurement (7)")
+    args = parser.parse_args(argv)
+
+    result = run_orders(args.orders, args.batch_size)
+    new, again = result["phases"]["new orders"], result["phases"]["redeliveries"]
+    print(f"orders: {args.orders} in batches of {args.batch_size}; emails sent: {result['emails']}"
+          f" (redeliveries sent {result['emails'] - args.orders} more)")
+    for label, phase in (("per email", new), ("per duplicate", again)):
+        total = sum(phase["calls"].values())
+        detail = ", ".join(f"{op} {n / args.orders:g}" for op, n in sorted(phase["calls"].items()))
+        print(f"API calls {label}: {total / args.orders:g} ({detail});"
+              f" PutMetricData: {phase['calls'].get('PutMetricData', 0)}")
+    for label, phase in (("new order", new), ("duplicate", again)):
+        print(f"mean handler time per {label} under moto: "
+              f"{phase['seconds'] * 1000 / args.orders:.2f} ms")
+
+    timings = cold_import(args.repeats)
+    print(f"cold import, median of {args.repeats} fresh interpreters (startup excluded):")
+    base = statistics.median(timings["bare `import boto3`"])
+    for label, values in timings.items():
+        median = statistics.median(values)
+        print(f"  {label:34} {median:7.1f} ms  (+{median - base:.1f} ms vs bare import boto3)")
+
+
+if __name__ == "__main__":
+    main()
