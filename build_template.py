@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Generate the order-confirmation email stack's CloudFormation template.
+"""Generate the order-confirmation email stack's CloudFormation template and the docs derived
+from it.
 
-    python build_template.py            write dist/template.json and dist/template.yaml
-    python build_template.py --check    exit 1 if dist/ differs from what the source generates
+    python build_template.py            write dist/ and the generated sections of README.md
+    python build_template.py --check    exit 1 if any of them differs from what the source generates
+    python build_template.py --cost     print the monthly cost estimate of dist/template.json
 
 The output is byte-identical on every run (sorted keys, no timestamps), so `dist/` is reviewed in
 pull requests and CI guards it with `--check`.
@@ -16,28 +18,49 @@ import sys
 import time
 from pathlib import Path
 
-from cfn_flip import to_yaml
-
 import infra
+from infra import compact_yaml, cost, docs
 
 ROOT = Path(__file__).resolve().parent
-DIST = ROOT / "dist"
-DEPLOY_FILE = "dist/template.json"
+DEPLOY_FILE = "dist/template.yaml"
+JSON_FILE = "dist/template.json"
 DEPLOY_LIMIT_BYTES = 51_200  # what `aws cloudformation deploy` accepts without --s3-bucket
+README = "README.md"
+DIAGRAM = "dist/architecture.mmd"
+README_COST_VOLUMES = (2_000, 20_000)
 
 
 def render() -> dict[str, str]:
     """Every generated file, by path relative to the repository root.
 
-    `template.json` is compact: it is the file `aws cloudformation deploy` sends (at most 51,200
-    bytes without an S3 bucket). `template.yaml` is the same template laid out for review.
+    `template.yaml` is the file `aws cloudformation deploy` sends (at most 51,200 bytes without
+    an S3 bucket): compact YAML, one resource property per line (infra/compact_yaml.py).
+    `template.json` is the same template as indented JSON, for tools and reviews.
     """
-    template = infra.build()
-    as_json = template.to_json(indent=None, sort_keys=True, separators=(",", ":")) + "\n"
+    as_json = infra.build().to_json(indent=1, sort_keys=True) + "\n"
+    template = json.loads(as_json)
+    diagram = docs.architecture_mermaid(template)
     return {
-        DEPLOY_FILE: as_json,
-        "dist/template.yaml": to_yaml(as_json, clean_up=False, long_form=False),
+        JSON_FILE: as_json,
+        DEPLOY_FILE: compact_yaml.dumps(template),
+        DIAGRAM: diagram,
+        README: render_readme((ROOT / README).read_text(encoding="utf-8"), template, diagram),
     }
+
+
+def render_readme(text: str, template: dict, diagram: str) -> str:
+    """README.md with its generated sections rebuilt from `template`."""
+    sections = {
+        "parameters": docs.parameters_table(template),
+        "outputs": docs.outputs_table(template),
+        "architecture": f"```mermaid\n{diagram}```",
+    }
+    for volume in README_COST_VOLUMES:
+        estimate = cost.estimate(template, cost.Assumptions(emails_per_day=volume))
+        sections[f"cost-{volume}"] = cost.markdown_table(estimate)
+    for name, body in sections.items():
+        text = docs.replace_section(text, name, body)
+    return text
 
 
 def stale_files(files: dict[str, str]) -> list[str]:
@@ -57,42 +80,78 @@ def write(files: dict[str, str]) -> None:
 
 
 def resource_count(files: dict[str, str]) -> int:
-    return len(json.loads(files[DEPLOY_FILE])["Resources"])
+    return len(json.loads(files[JSON_FILE])["Resources"])
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Generate dist/template.json and dist/template.yaml from infra/ and "
-                    "handlers/.",
+        description="Generate dist/template.yaml (the deploy file), dist/template.json (the same "
+                    "as indented JSON), dist/architecture.mmd and the generated sections of "
+                    "README.md.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true",
+        help="write nothing; exit 1 and name each generated file that is out of date",
+    )
+    mode.add_argument(
+        "--cost", action="store_true",
+        help=f"print the monthly cost estimate of {JSON_FILE} (free tier excluded)",
     )
     parser.add_argument(
-        "--check", action="store_true",
-        help="write nothing; exit 1 and name each file in dist/ that is out of date",
+        "--emails-per-day", type=positive_int, default=cost.Assumptions.emails_per_day,
+        metavar="N", help="volume for --cost (default %(default)s)",
     )
     return parser.parse_args(argv)
 
 
+def print_cost(emails_per_day: int) -> int:
+    path = ROOT / JSON_FILE
+    if not path.exists():
+        print(f"error: {JSON_FILE} does not exist; run `python build_template.py` first",
+              file=sys.stderr)
+        return 2
+    template = json.loads(path.read_text(encoding="utf-8"))
+    print(cost.report(cost.estimate(template, cost.Assumptions(emails_per_day=emails_per_day))),
+          end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cost:
+        return print_cost(args.emails_per_day)
     started = time.perf_counter()
-    files = render()
+    try:
+        files = render()
+    except docs.MissingMarker as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         stale = stale_files(files)
         for relative in stale:
             print(f"stale: {relative} differs from what build_template.py generates",
                   file=sys.stderr)
         if stale:
-            print("run `python build_template.py` and commit dist/", file=sys.stderr)
+            print("run `python build_template.py` and commit the result", file=sys.stderr)
             return 1
-        print(f"ok: dist/ is up to date ({len(files)} files)")
+        print(f"ok: {len(files)} generated files are up to date")
         return 0
 
     write(files)
     for relative, content in files.items():
         size = len(content.encode("utf-8"))
-        note = ""
-        if relative == DEPLOY_FILE:
-            note = f"  (deploy file; limit {DEPLOY_LIMIT_BYTES:,})"
+        note = f"  (deploy file; limit {DEPLOY_LIMIT_BYTES:,})" if relative == DEPLOY_FILE else ""
         print(f"wrote {relative}: {size:,} bytes{note}")
     print(f"{resource_count(files)} resources, built in {time.perf_counter() - started:.2f} s")
     return 0

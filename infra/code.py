@@ -3,8 +3,9 @@
 `aws cloudformation deploy` sends at most 51,200 bytes of template inline, and the two handlers
 are most of it. So the embedded code is the handler file re-emitted token by token: the same
 tokens in the same order (so the same program), without comments, docstrings, blank lines and
-optional spaces, continuation lines joined, one space per indentation level, and simple string
-literals in single quotes (a JSON template escapes every double quote).
+optional spaces, continuation lines joined, consecutive simple statements of a block on one line
+(`a=1;b=2`), one space per indentation level, and simple string literals in single quotes (a
+JSON template escapes every double quote).
 
 Nothing is renamed or rewritten: `tests/test_code.py` proves the embedded code parses to the
 syntax tree of the source minus its docstrings. The output depends only on the token stream, not
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def compact_source(source: str) -> str:
     """`source` as the shortest text made of the same tokens (see the module docstring)."""
     docstrings = _docstring_starts(ast.parse(source))
     lines = source.splitlines(keepends=True)
-    out: list[str] = []
+    statements: list[tuple[int, str]] = []  # (indentation depth, one logical line)
     line: list[str] = []
     depth = 0
     tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
@@ -55,7 +57,7 @@ def compact_source(source: str) -> str:
             depth -= 1
         elif token.type == tokenize.NEWLINE:
             if line:
-                out.append(" " * depth + "".join(line) + "\n")
+                statements.append((depth, "".join(line)))
             line = []
         elif token.type in _SKIPPED:
             continue
@@ -72,7 +74,31 @@ def compact_source(source: str) -> str:
                 end, index = _fstring_end(tokens, index)
                 text = _slice(lines, token.start, end)
             _append(line, text)
-    return "".join(out)
+    return "".join(" " * depth + text + "\n" for depth, text in _join_simple(statements))
+
+
+# A logical line starting with one of these is a compound statement (or part of one), which
+# cannot share a line with another statement. `match` and `case` are soft keywords: their
+# headers end with ':' and are caught by that rule instead.
+_COMPOUND = {"if", "elif", "else", "for", "while", "try", "except", "finally", "with", "def",
+             "class", "async", "@"}
+
+
+def _join_simple(statements: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Consecutive simple statements of one block on one line, separated by `;` (each line break
+    and its indentation cost bytes in the template)."""
+    joined: list[tuple[int, str]] = []
+    for depth, text in statements:
+        if joined and joined[-1][0] == depth and _simple(joined[-1][1]) and _simple(text):
+            joined[-1] = (depth, joined[-1][1] + ";" + text)
+        else:
+            joined.append((depth, text))
+    return joined
+
+
+def _simple(text: str) -> bool:
+    first = re.match(r"@|\w+", text)
+    return not text.endswith(":") and (first is None or first.group() not in _COMPOUND)
 
 
 def _single_quoted(literal: str) -> str:

@@ -27,9 +27,9 @@ from infra.table import DeliveryTable
 
 # checkov findings that do not apply to SQS-driven functions, with the reason (kept in Metadata).
 CHECKOV_SKIPS = [
-    ("CKV_AWS_116", "SQS-driven: the queue redrive policy is the DLQ"),
-    ("CKV_AWS_115", "Capped by the event source MaximumConcurrency"),
-    ("CKV_AWS_117", "Public AWS APIs only; a VPC adds cost, no safety"),
+    ("CKV_AWS_116", "SQS-driven: the queue redrive is the DLQ"),
+    ("CKV_AWS_115", "Capped by the ESM MaximumConcurrency"),
+    ("CKV_AWS_117", "Public AWS APIs only: no VPC needed"),
 ]
 
 
@@ -106,7 +106,6 @@ def _mapping(t: Template, params: Params, title: str, function: Function, queue:
         # Only the records a function reports as failed are retried, not the whole batch.
         FunctionResponseTypes=["ReportBatchItemFailures"],
         ScalingConfig=ScalingConfig(MaximumConcurrency=max_concurrency),
-        Enabled=True,
         Tags=tags(params.env),
     ))
 

@@ -69,8 +69,7 @@ def consume_queue(queue: Queue) -> Statement:
     return Statement(
         Sid="ConsumeOwnQueue",
         Effect=Allow,
-        Action=[sqs.ReceiveMessage, sqs.DeleteMessage, sqs.GetQueueAttributes,
-                sqs.ChangeMessageVisibility],
+        Action=[sqs.ReceiveMessage, sqs.DeleteMessage, sqs.GetQueueAttributes],
         Resource=[GetAtt(queue, "Arn")],
     )
 

@@ -109,9 +109,7 @@ def key_policy() -> PolicyDocument:
 def add_key(t: Template, params: Params) -> EncryptionKey:
     key = add(t, Key(
         "EmailNotificationsKey",
-        Description=Sub(f"${{{ENV}}} order-confirmation emails: topics, queues, table, logs"),
         EnableKeyRotation=True,
-        PendingWindowInDays=30,
         KeyPolicy=key_policy(),
         Tags=tags(params.env),
         DeletionPolicy=RETAIN,

@@ -42,13 +42,13 @@ class Monitoring:
     budget: Budget
 
 
-def _alarm(t: Template, params: Params, topics: Topics, title: str, description: str,
-           *, missing: str, **props) -> Alarm:
-    # No AlarmName: CloudFormation names it `<stack>-<logical id>-<suffix>`, which is as clear in
-    # a notification and keeps the template (51,200-byte deploy limit) smaller.
+def _alarm(t: Template, params: Params, topics: Topics, title: str, *, missing: str,
+           **props) -> Alarm:
+    # No AlarmName and no AlarmDescription: CloudFormation names the alarm `<stack>-<logical
+    # id>-<suffix>`, and the logical id is the heading of its README runbook entry, which says
+    # what it means and what to do. (Every byte counts: 51,200-byte inline deploy limit.)
     return add(t, Alarm(
         title,
-        AlarmDescription=description,
         AlarmActions=[topics.alarms.ref()],
         TreatMissingData=missing,
         Tags=tags(params.env),
@@ -69,19 +69,16 @@ def _count(metric_id: str, name: str, period: int) -> MetricDataQuery:
 
 
 def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
-                period: int, min_emails: int, what: str) -> Alarm:
+                period: int, min_emails: int) -> Alarm:
     """`events` / `EmailsSent` in percent over `period`, only once `min_emails` were sent."""
     return _alarm(
-        t, params, topics, title,
-        f"{what} rate > {threshold_pct} % over {period // 3600} h (>= {min_emails} emails)",
-        missing=NOT_BREACHING,
+        t, params, topics, title, missing=NOT_BREACHING,
         Metrics=[
             _count("sent", "EmailsSent", period),
             _count("events", events, period),
             MetricDataQuery(
                 Id="rate",
-                Expression=f"IF(sent >= {min_emails}, 100 * FILL(events, 0) / sent, 0)",
-                Label=f"{what} rate (%)",
+                Expression=f"IF(sent>={min_emails},100*FILL(events,0)/sent,0)",
                 ReturnData=True,
             ),
         ],
@@ -91,16 +88,16 @@ def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
     )
 
 
-def _metric_alarm(t, params, topics, title, description, *, namespace, metric, stat,
+def _metric_alarm(t, params, topics, title, *, namespace, metric, stat,
                   dimensions: dict | None = None, threshold, period=settings.ALARM_PERIOD_S,
                   evaluation_periods=1, datapoints=None, missing=NOT_BREACHING) -> Alarm:
     extra = {"DatapointsToAlarm": datapoints} if datapoints else {}
+    if dimensions:
+        extra["Dimensions"] = [MetricDimension(Name=k, Value=v) for k, v in dimensions.items()]
     return _alarm(
-        t, params, topics, title, description, missing=missing,
+        t, params, topics, title, missing=missing,
         Namespace=namespace,
         MetricName=metric,
-        Dimensions=[MetricDimension(Name=key, Value=value)
-                    for key, value in (dimensions or {}).items()],
         Statistic=stat,
         Period=period,
         EvaluationPeriods=evaluation_periods,
@@ -110,39 +107,72 @@ def _metric_alarm(t, params, topics, title, description, *, namespace, metric, s
     )
 
 
-def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, label: str, name: str,
+def _reputation_alarm(t, params, topics) -> Alarm:
+    """SES's own account-wide rates (`AWS/SES Reputation.*`, fractions), each divided by the rate
+    at which AWS reviews the account: the alarm fires when either passes its share."""
+    def metric(metric_id: str, name: str) -> MetricDataQuery:
+        return MetricDataQuery(
+            Id=metric_id,
+            MetricStat=MetricStat(Metric=Metric(Namespace="AWS/SES", MetricName=name),
+                                  Period=settings.SES_REPUTATION_PERIOD_S, Stat="Maximum"),
+            ReturnData=False,
+        )
+    bounce, complaint = settings.SES_REVIEW_BOUNCE_RATE, settings.SES_REVIEW_COMPLAINT_RATE
+    return _alarm(
+        t, params, topics, "AlarmSesReputation",
+        # A reputation problem must not clear itself because sending stopped.
+        missing=IGNORE,
+        Metrics=[metric("bounce", "Reputation.BounceRate"),
+                 metric("complaint", "Reputation.ComplaintRate"),
+                 MetricDataQuery(Id="share",
+                                 Expression=f"MAX([bounce/{bounce},complaint/{complaint}])",
+                                 ReturnData=True)],
+        EvaluationPeriods=1,
+        Threshold=settings.SES_REPUTATION_ALARM_SHARE,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+
+
+def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, label: str,
                   max_age_s: int) -> list[Alarm]:
     return [
         _metric_alarm(
             t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty",
-            f"Messages in the {name} dead-letter queue",
             namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible", stat="Maximum",
             dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
         ),
         _metric_alarm(
             t, params, topics, f"Alarm{label}QueueMessageAge",
-            f"A {name} queue message waited over {max_age_s // 60} min",
             namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
             dimensions={"QueueName": queue.get_att("QueueName")}, threshold=max_age_s,
         ),
     ]
 
 
-def _function_alarms(t, params, topics, label: str, name: str, function: Function) -> list[Alarm]:
-    dims = {"FunctionName": function.ref()}
-    return [
-        _metric_alarm(
-            t, params, topics, f"Alarm{label}FunctionErrors",
-            f"The {name} function crashed or timed out",
-            namespace="AWS/Lambda", metric="Errors", stat="Sum", dimensions=dims, threshold=0,
-        ),
-        _metric_alarm(
-            t, params, topics, f"Alarm{label}FunctionThrottles",
-            f"The {name} function was throttled in 2 of 3 periods",
-            namespace="AWS/Lambda", metric="Throttles", stat="Sum", dimensions=dims, threshold=0,
-            evaluation_periods=3, datapoints=2,
-        ),
-    ]
+def _function_alarm(t, params, topics, title: str, function: Function) -> Alarm:
+    """Errors (crashes and timeouts: record-level failures are reported per record and do not
+    count) or throttles (the account's concurrency is exhausted) of one function: one alarm, so
+    the function's health is one signal; the dashboard and the runbook tell which."""
+    def metric(metric_id: str, name: str) -> MetricDataQuery:
+        return MetricDataQuery(
+            Id=metric_id,
+            MetricStat=MetricStat(
+                Metric=Metric(Namespace="AWS/Lambda", MetricName=name, Dimensions=[
+                    MetricDimension(Name="FunctionName", Value=function.ref())]),
+                Period=settings.ALARM_PERIOD_S,
+                Stat="Sum",
+            ),
+            ReturnData=False,
+        )
+    return _alarm(
+        t, params, topics, title, missing=NOT_BREACHING,
+        Metrics=[metric("errors", "Errors"), metric("throttles", "Throttles"),
+                 MetricDataQuery(Id="total", Expression="FILL(errors,0)+FILL(throttles,0)",
+                                 ReturnData=True)],
+        EvaluationPeriods=1,
+        Threshold=0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
 
 
 def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
@@ -151,47 +181,36 @@ def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
         _rate_alarm(t, params, topics, "AlarmHighBounceRate",
                     events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
                     period=settings.BOUNCE_RATE_PERIOD_S,
-                    min_emails=settings.BOUNCE_RATE_MIN_EMAILS, what="Bounce"),
+                    min_emails=settings.BOUNCE_RATE_MIN_EMAILS),
         _rate_alarm(t, params, topics, "AlarmHighComplaintRate",
                     events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
                     period=settings.COMPLAINT_RATE_PERIOD_S,
-                    min_emails=settings.COMPLAINT_RATE_MIN_EMAILS, what="Complaint"),
-        _metric_alarm(
-            t, params, topics, "AlarmSesReputationBounceRate",
-            "SES account bounce rate over half the 5 % review threshold",
-            namespace="AWS/SES", metric="Reputation.BounceRate", stat="Maximum",
-            threshold=settings.SES_REPUTATION_BOUNCE_ALARM, period=settings.SES_REPUTATION_PERIOD_S,
-            missing=IGNORE,
-        ),
-        _metric_alarm(
-            t, params, topics, "AlarmSesReputationComplaintRate",
-            "SES account complaint rate over half the 0.1 % review threshold",
-            namespace="AWS/SES", metric="Reputation.ComplaintRate", stat="Maximum",
-            threshold=settings.SES_REPUTATION_COMPLAINT_ALARM,
-            period=settings.SES_REPUTATION_PERIOD_S, missing=IGNORE,
-        ),
+                    min_emails=settings.COMPLAINT_RATE_MIN_EMAILS),
+        _reputation_alarm(t, params, topics),
         _metric_alarm(
             t, params, topics, "AlarmEmailSendFailures",
-            f"Over {settings.SEND_FAILURES_THRESHOLD} SES send attempts failed in 5 min",
             namespace=Sub(NAMESPACE), metric="SendFailures", stat="Sum",
             threshold=settings.SEND_FAILURES_THRESHOLD,
         ),
     ]
     alarms += _queue_alarms(t, params, topics, queues.send, queues.send_dlq, "Send",
-                            "send", settings.SEND_QUEUE_MAX_AGE_S)
+                            settings.SEND_QUEUE_MAX_AGE_S)
     alarms += _queue_alarms(t, params, topics, queues.feedback, queues.feedback_dlq, "Feedback",
-                            "feedback", settings.FEEDBACK_QUEUE_MAX_AGE_S)
-    alarms += _function_alarms(t, params, topics, "Send", "send", functions.send)
-    alarms += _function_alarms(t, params, topics, "Feedback", "feedback", functions.feedback)
+                            settings.FEEDBACK_QUEUE_MAX_AGE_S)
+    alarms.append(_function_alarm(t, params, topics, "AlarmSendFunctionErrorsOrThrottles",
+                                  functions.send))
+    alarms.append(_function_alarm(t, params, topics, "AlarmFeedbackFunctionErrorsOrThrottles",
+                                  functions.feedback))
     return alarms
 
 
 # --- Dashboard ----------------------------------------------------------------------------------
 
-def _widget(title: str, metrics: list, *, stat: str = "Sum", period: int = 300, **extra) -> dict:
-    # No x/y/height: CloudWatch lays widgets out in order, two per row at width 12.
-    properties = {"title": title, "region": "${AWS::Region}", "stat": stat, "period": period,
-                  "metrics": metrics, **extra}
+def _widget(title: str, metrics: list, *, stat: str = "Sum", **extra) -> dict:
+    # No x/y/height: CloudWatch lays widgets out in order, two per row at width 12; no period:
+    # 300 s is the default.
+    properties = {"title": title, "region": "${AWS::Region}", "stat": stat, "metrics": metrics,
+                  **extra}
     return {"type": "metric", "width": 12, "properties": properties}
 
 

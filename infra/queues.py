@@ -72,6 +72,7 @@ def _queue_pair(t: Template, params: Params, key: EncryptionKey, title: str, nam
         QueueName=physical(f"{name}-dlq"),
         MessageRetentionPeriod=settings.DLQ_RETENTION_S,
         KmsMasterKeyId=GetAtt(key.key, "Arn"),
+        KmsDataKeyReusePeriodSeconds=settings.KMS_DATA_KEY_REUSE_S,
         Tags=tags(params.env),
         **DELETE_WITH_STACK,
     ))
@@ -79,7 +80,9 @@ def _queue_pair(t: Template, params: Params, key: EncryptionKey, title: str, nam
         f"{title}Queue",
         QueueName=physical(name),
         VisibilityTimeout=settings.VISIBILITY_TIMEOUT_FACTOR * function_timeout_s,
+        MessageRetentionPeriod=settings.QUEUE_RETENTION_S,
         KmsMasterKeyId=GetAtt(key.key, "Arn"),
+        KmsDataKeyReusePeriodSeconds=settings.KMS_DATA_KEY_REUSE_S,
         RedrivePolicy=RedrivePolicy(
             deadLetterTargetArn=GetAtt(dlq, "Arn"),
             maxReceiveCount=settings.MAX_RECEIVE_COUNT,

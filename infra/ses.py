@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from troposphere import Ref, Sub, Template
 from troposphere.ses import (
     ConfigurationSet, ConfigurationSetAttributes, ConfigurationSetEventDestination,
-    DeliveryOptions, DkimAttributes, DkimSigningAttributes, EmailIdentity, EventDestination,
-    ReputationOptions, SendingOptions, SnsDestination, SuppressionOptions,
+    DeliveryOptions, DkimSigningAttributes, EmailIdentity, EventDestination, ReputationOptions,
+    SnsDestination, SuppressionOptions,
 )
 from troposphere.sns import Topic, TopicPolicy
 
@@ -55,7 +55,6 @@ def add_ses(t: Template, params: Params, *, topics: Topics) -> Ses:
         "SESConfigurationSet",
         Name=physical(settings.CONFIG_SET_NAME),
         ReputationOptions=ReputationOptions(ReputationMetricsEnabled=True),
-        SendingOptions=SendingOptions(SendingEnabled=True),
         # Never mail an address that bounced hard or complained again, whatever the caller says.
         SuppressionOptions=SuppressionOptions(SuppressedReasons=["BOUNCE", "COMPLAINT"]),
         DeliveryOptions=DeliveryOptions(TlsPolicy="REQUIRE"),
@@ -73,8 +72,8 @@ def add_ses(t: Template, params: Params, *, topics: Topics) -> Ses:
         "SESEmailIdentity",
         Condition=params.creates_email_identity,
         EmailIdentity=Ref(params.verified_domain),
+        # Easy DKIM (signing is on by default for a domain identity), with 2048-bit keys.
         DkimSigningAttributes=DkimSigningAttributes(NextSigningKeyLength="RSA_2048_BIT"),
-        DkimAttributes=DkimAttributes(SigningEnabled=True),
         # Mail from this domain that names no configuration set still gets tracked and suppressed.
         ConfigurationSetAttributes=ConfigurationSetAttributes(
             ConfigurationSetName=config_set.ref(),

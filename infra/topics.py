@@ -76,27 +76,24 @@ def allow_service_publish(sid: str, service: str, topics: list[Topic], source_ar
 
 
 def _topic(t: Template, params: Params, key: EncryptionKey, title: str, name: str,
-           display: str) -> Topic:
+           **extra) -> Topic:
     return add(t, Topic(
         title,
         TopicName=physical(name),
-        DisplayName=display,
         KmsMasterKeyId=GetAtt(key.key, "Arn"),
         Tags=tags(params.env),
+        **extra,
     ))
 
 
 def add_topics(t: Template, params: Params, *, key: EncryptionKey) -> Topics:
-    orders = _topic(t, params, key, "SNSTopicOrderConfirmations", "order-confirmations",
-                    "Order confirmations")
-    delivery = _topic(t, params, key, "SNSTopicSesDelivery", "ses-delivery-notifications",
-                      "SES send, delivery and delay events")
-    bounce = _topic(t, params, key, "SNSTopicSesBounce", "ses-bounce-notifications",
-                    "SES bounce, reject and rendering-failure events")
-    complaint = _topic(t, params, key, "SNSTopicSesComplaint", "ses-complaint-notifications",
-                       "SES complaint events")
+    orders = _topic(t, params, key, "SNSTopicOrderConfirmations", "order-confirmations")
+    delivery = _topic(t, params, key, "SNSTopicSesDelivery", "ses-delivery-notifications")
+    bounce = _topic(t, params, key, "SNSTopicSesBounce", "ses-bounce-notifications")
+    complaint = _topic(t, params, key, "SNSTopicSesComplaint", "ses-complaint-notifications")
+    # The display name is the sender name of the alarm e-mails.
     alarms = _topic(t, params, key, "SNSTopicAlarms", "email-alarms",
-                    "Order email alarms and budget notifications")
+                    DisplayName="Order email alarms")
     feedback = [delivery, bounce, complaint]
     everything = [orders, *feedback, alarms]
 

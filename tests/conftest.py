@@ -123,7 +123,7 @@ def template() -> dict:
     """The template exactly as `build_template.py` renders the deploy file."""
     import build_template
 
-    return json.loads(build_template.render()[build_template.DEPLOY_FILE])
+    return json.loads(build_template.render()[build_template.JSON_FILE])
 
 
 def resources_of_type(template: dict, resource_type: str) -> dict[str, dict]:

@@ -7,6 +7,7 @@ import ast
 import json
 
 import pytest
+from cfn_tools import load_yaml
 
 import build_template
 from infra.code import compact_source, embedded_code, handler_path, strip_docstrings
@@ -17,7 +18,8 @@ FUNCTIONS = {"LambdaSendOrderEmail": "send_order_email",
 
 @pytest.fixture(scope="module")
 def deployed() -> dict:
-    return json.loads(build_template.render()[build_template.DEPLOY_FILE])
+    """The deploy file (compact YAML) as CloudFormation reads it."""
+    return json.loads(json.dumps(load_yaml(build_template.render()[build_template.DEPLOY_FILE])))
 
 
 @pytest.mark.parametrize("function, handler", FUNCTIONS.items())
@@ -73,9 +75,9 @@ def test_compaction_keeps_every_token_and_the_strings_comments_cannot_reach():
         "def f(x,*,sep='-'):\n"
         ' text="""line one\n'
         "\n"
-        '    # not a comment\n"""\n'
-        " parts=['a',f\"{x!r}\",]\n"
-        " return text+'#'+sep.join(parts)if x else None\n"
+        '    # not a comment\n""";'
+        "parts=['a',f\"{x!r}\",];"
+        "return text+'#'+sep.join(parts)if x else None\n"
     )
     namespace: dict = {}
     exec(compacted, namespace)
@@ -104,3 +106,34 @@ def test_a_body_that_is_only_a_docstring_keeps_it_so_the_code_stays_valid():
 def test_words_stay_apart_and_operators_close_up():
     assert compact_source("y = not x in (1, 2) or 3 if a else -b\n") == (
         "y=not x in(1,2)or 3 if a else-b\n")
+
+
+def test_only_simple_statements_of_one_block_share_a_line():
+    source = (
+        "import os\n"
+        "x = 1\n"
+        "if x: y = 2\n"
+        "z = 3\n"
+        "for i in ():\n"
+        "    a = i\n"
+        "    b = i\n"
+        "else:\n"
+        "    c = 0\n"
+        "@staticmethod\n"
+        "def g(): pass\n"
+        "match = 4\n"
+    )
+    compacted = compact_source(source)
+    assert compacted == (
+        "import os;x=1\n"
+        "if x:y=2\n"
+        "z=3\n"
+        "for i in():\n"
+        " a=i;b=i\n"
+        "else:\n"
+        " c=0\n"
+        "@staticmethod\n"
+        "def g():pass\n"
+        "match=4\n"
+    )
+    assert ast.dump(ast.parse(compacted)) == ast.dump(ast.parse(source))
