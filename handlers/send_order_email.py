@@ -223,7 +223,7 @@ def process_record(record, context, metrics, log):
         min(context.get_remaining_time_in_millis() // 1000 + 10, 180))
     # Our own token: botocore resent the claim after a timeout although the first attempt had
     # succeeded, and the resend failed its condition on the item we wrote. The claim is ours.
-    if old and old['claimToken'] != {'S': token}:
+    if old and old.get('claimToken') != {'S': token}:
         metrics['DuplicatesSkipped'] += 1
         log['existingStatus'] = old['status']['S']
         return 'duplicate'
