@@ -39,7 +39,7 @@ NAMESPACE = os.environ['METRICS_NAMESPACE']
 SETUP_NOTICE = 'Successfully validated SNS topic'
 
 DYNAMODB = boto3.client('dynamodb', config=botocore.config.Config(
-    retries={'mode': 'standard', 'max_attempts': 3}, connect_timeout=2, read_timeout=5))
+    retries={'mode': 'standard', 'max_attempts': 3}, connect_timeout=1, read_timeout=2))
 
 # Status rank (DESIGN.md): a status only moves up; an equal rank does not replace.
 RANK = dict(SENDING=1, SENT=2, DELAYED=3, DELIVERED=4, FAILED=5, REJECTED=5, RENDERING_FAILED=5,

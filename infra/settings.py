@@ -18,7 +18,11 @@ HANDLER = "index.lambda_handler"  # ZipFile code runs as module `index`
 # 128 MB the cold start roughly doubles while the monthly cost difference is cents.
 MEMORY_MB = 256
 SEND_TIMEOUT_S = 30  # one batch of 10 orders: 10 x (claim + SendEmail + record), each ~50-150 ms
-FEEDBACK_TIMEOUT_S = 30
+# Short on purpose: the feedback queue's visibility timeout is 6 x this (30 s), so a failed SES
+# event is retried about 5 times before the send queue retries an order (180 s). The `Send` event
+# must set SENT before that retry, or an order whose sender died after SES accepted its email
+# could be sent twice. A batch of 25 events takes well under a second.
+FEEDBACK_TIMEOUT_S = 5
 
 # --- SQS ----------------------------------------------------------------------------------------
 # AWS: the visibility timeout of a Lambda event source queue must be >= 6 x the function timeout,

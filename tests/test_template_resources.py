@@ -74,6 +74,15 @@ def test_visibility_timeout_is_at_least_six_function_timeouts_as_aws_requires(
     assert props(template, queue)["VisibilityTimeout"] >= 6 * props(template, function)["Timeout"]
 
 
+def test_a_failed_ses_event_is_retried_several_times_before_an_order_is_retried(template):
+    # If the sender dies after SES accepted an email, the `Send` event must set SENT before the
+    # order's retry takes over the expired claim: the feedback queue must get its retries in
+    # first, or a failing status write could let the same order be emailed twice.
+    feedback = props(template, "SesFeedbackQueue")
+    send = props(template, "SendOrderEmailQueue")
+    assert feedback["VisibilityTimeout"] * 5 <= send["VisibilityTimeout"]
+
+
 @pytest.mark.parametrize("queue, dlq", [
     ("SendOrderEmailQueue", "SendOrderEmailDeadLetterQueue"),
     ("SesFeedbackQueue", "SesFeedbackDeadLetterQueue"),
