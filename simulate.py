@@ -56,6 +56,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+from infra.code import load_as_index
+
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEMPLATE = ROOT / "dist" / "template.json"
 
@@ -740,19 +742,6 @@ def environment(variables: dict[str, str]):
                 os.environ[name] = value
 
 
-def load_code_as_index(code: str, filename: str) -> types.ModuleType:
-    """Execute `code` as a fresh module named `index`, the name Lambda gives ZipFile code."""
-    module = types.ModuleType("index")
-    module.__file__ = filename
-    compiled = compile(code, filename, "exec")
-    sys.modules["index"] = module
-    try:
-        exec(compiled, module.__dict__)
-    finally:
-        sys.modules.pop("index", None)
-    return module
-
-
 class LambdaContext:
     """The parts of the Lambda context object a handler may use."""
 
@@ -786,7 +775,7 @@ class Function:
                  on_load: Callable[[str, types.ModuleType], None] | None):
         self.info = info
         with environment(info.environment):
-            self.module = load_code_as_index(info.code, f"<ZipFile of {info.logical}>")
+            self.module = load_as_index(info.code, f"<ZipFile of {info.logical}>")
         self.module.time = TimeShim(clock)
         instrument.attach(info.logical, self.module)
         self.entry = getattr(self.module, info.entry_point)

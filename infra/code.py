@@ -17,7 +17,9 @@ from __future__ import annotations
 import ast
 import io
 import re
+import sys
 import tokenize
+import types
 from pathlib import Path
 
 HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
@@ -37,6 +39,20 @@ def handler_path(name: str) -> Path:
 def embedded_code(name: str) -> str:
     """The code that goes into the Lambda function's `ZipFile` for `handlers/<name>.py`."""
     return compact_source(handler_path(name).read_text(encoding="utf-8"))
+
+
+def load_as_index(code: str, filename: str) -> types.ModuleType:
+    """Execute `code` as a fresh module named `index`, as Lambda runs ZipFile code (tests and
+    simulate.py run the handlers this way)."""
+    module = types.ModuleType("index")
+    module.__file__ = filename
+    compiled = compile(code, filename, "exec")
+    sys.modules["index"] = module  # dataclasses and pickling look the module up while it runs
+    try:
+        exec(compiled, module.__dict__)
+    finally:
+        sys.modules.pop("index", None)
+    return module
 
 
 def compact_source(source: str) -> str:

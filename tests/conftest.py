@@ -7,15 +7,13 @@ holds that text). Each load is a fresh module named `index`, as Lambda runs it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from infra.code import embedded_code, handler_path
+from infra.code import embedded_code, handler_path, load_as_index
 
 TESTS_DIR = Path(__file__).resolve().parent
 EVENTS_DIR = TESTS_DIR / "events"
@@ -37,26 +35,13 @@ def aws_credentials(monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def load_handler_code(code: str, filename: str) -> types.ModuleType:
-    """Execute `code` as a fresh module named `index` (the name Lambda gives ZipFile code)."""
-    module = types.ModuleType("index")
-    module.__file__ = filename
-    compiled = compile(code, filename, "exec")
-    sys.modules["index"] = module
-    try:
-        exec(compiled, module.__dict__)
-    finally:
-        sys.modules.pop("index", None)
-    return module
-
-
 def load_handler(name: str, variant: str = "source") -> types.ModuleType:
     """Load `handlers/<name>.py` as module `index`; `variant="embedded"` loads the ZipFile text."""
     path = handler_path(name)
     if variant == "source":
-        return load_handler_code(path.read_text(encoding="utf-8"), str(path))
+        return load_as_index(path.read_text(encoding="utf-8"), str(path))
     if variant == "embedded":
-        return load_handler_code(embedded_code(name), f"<ZipFile of {path.name}>")
+        return load_as_index(embedded_code(name), f"<ZipFile of {path.name}>")
     raise ValueError(f"unknown handler variant {variant!r}")
 
 
