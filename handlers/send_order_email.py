@@ -32,6 +32,7 @@ TTL_SECONDS = int(ENV['RECORD_TTL_DAYS']) * 86400
 # (`total_max_attempts`; botocore's `max_attempts` counts retries, so `max_attempts: 1` would
 # still resend once): a SendEmail resent after a read timeout could deliver a second email. The
 # queue retries instead, guarded by the claim.
+serialize = TypeSerializer().serialize  # Python values -> DynamoDB attribute values
 ses, dynamodb = (
     boto3.client(name, config=Config(
         retries={'mode': 'standard', 'total_max_attempts': n}, connect_timeout=2, read_timeout=5))
@@ -201,7 +202,7 @@ def process_record(record, context, metrics, log):
             dynamodb.update_item(
                 TableName=TABLE, Key=key, UpdateExpression=sets, ConditionExpression=cond,
                 ExpressionAttributeNames=dict(re.findall(r'(#(\w+))', used)),
-                ExpressionAttributeValues={n: TypeSerializer().serialize(values[n[1:]])
+                ExpressionAttributeValues={n: serialize(values[n[1:]])
                                            for n in re.findall(r':\w+', used)},
                 ReturnValuesOnConditionCheckFailure='ALL_OLD')
         except Exception as e:
