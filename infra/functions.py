@@ -16,11 +16,13 @@ from troposphere.awslambda import (
 )
 from troposphere.iam import Role
 from troposphere.logs import LogGroup
+from troposphere.ses import ConfigurationSet
 from troposphere.sqs import Queue
 
 from infra import settings
 from infra.code import embedded_code
 from infra.common import ENV, add, physical, tags
+from infra.iam import Roles
 from infra.kms import EncryptionKey
 from infra.parameters import Params
 from infra.table import DeliveryTable
@@ -110,9 +112,9 @@ def _mapping(t: Template, params: Params, title: str, function: Function, queue:
     ))
 
 
-def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles, log_groups: LogGroups,
-                  table: DeliveryTable, config_set, send_queue: Queue,
-                  feedback_queue: Queue) -> Functions:
+def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Roles,
+                  log_groups: LogGroups, table: DeliveryTable, config_set: ConfigurationSet,
+                  send_queue: Queue, feedback_queue: Queue) -> Functions:
     namespace = Sub(f"${{{ENV}}}/EmailNotifications")
     send = _function(
         t, params, title="LambdaSendOrderEmail", name=settings.SEND_FUNCTION_NAME,

@@ -90,8 +90,8 @@ def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
 
 def _metric_alarm(t, params, topics, title, *, namespace, metric, stat,
                   dimensions: dict | None = None, threshold, period=settings.ALARM_PERIOD_S,
-                  evaluation_periods=1, datapoints=None, missing=NOT_BREACHING) -> Alarm:
-    extra = {"DatapointsToAlarm": datapoints} if datapoints else {}
+                  evaluation_periods=1, missing=NOT_BREACHING) -> Alarm:
+    extra = {}
     if dimensions:
         extra["Dimensions"] = [MetricDimension(Name=k, Value=v) for k, v in dimensions.items()]
     return _alarm(
