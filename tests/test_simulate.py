@@ -1,4 +1,5 @@
-"""simulate.py: the local end-to-end run of the template's own data plane and handlers.
+"""simulate.py and the simulation package: the local end-to-end run of the template's own data
+plane and handlers.
 
 The expensive part (a simulated run: a few seconds each) happens once per scenario in a
 module-scoped fixture; each test asserts one property of a run's report. The template is rendered
@@ -20,6 +21,11 @@ import pytest
 from moto import mock_aws
 
 import simulate
+from simulation.orders import make_orders
+from simulation.runner import run, sandbox, split
+from simulation.ses import EXPECTED_STATUS, decode_tag, outcome_of
+from simulation.stack import deploy, wire
+from simulation.template import REGION, Resolver, TemplateError, choose_parameters, creation_order
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDERS = 150  # enough for every outcome, duplicates, invalid orders and faults to occur
@@ -45,35 +51,35 @@ def uuid_message_ids(logical_id, module):
 
 @pytest.fixture(scope="module")
 def clean(template):
-    return simulate.run(template, orders=ORDERS, seed=11)
+    return run(template, orders=ORDERS, seed=11)
 
 
 @pytest.fixture(scope="module")
 def faulty(template):
-    return simulate.run(template, orders=ORDERS, seed=12, faults=0.1)
+    return run(template, orders=ORDERS, seed=12, faults=0.1)
 
 
 @pytest.fixture(scope="module")
 def duplicated(template):
-    return simulate.run(template, orders=ORDERS, seed=13, duplicates=0.3)
+    return run(template, orders=ORDERS, seed=13, duplicates=0.3)
 
 
 @pytest.fixture(scope="module")
 def shuffled_feedback(template):
-    return simulate.run(template, orders=ORDERS, seed=14, feedback_duplicates=0.5)
+    return run(template, orders=ORDERS, seed=14, feedback_duplicates=0.5)
 
 
 @pytest.fixture(scope="module")
 def one_receive(template):
     """The send queue gives each message a single receive; no redrive, so the DLQs show it."""
-    return simulate.run(with_send_queue(template, maxReceiveCount=1), orders=ORDERS, seed=15,
-                        faults=0.2, redrive=False)
+    return run(with_send_queue(template, maxReceiveCount=1), orders=ORDERS, seed=15, faults=0.2,
+               redrive=False)
 
 
 @pytest.fixture(scope="module")
 def five_receives(template):
     """The same run on the template as it is (maxReceiveCount 5)."""
-    return simulate.run(template, orders=ORDERS, seed=15, faults=0.2, redrive=False)
+    return run(template, orders=ORDERS, seed=15, faults=0.2, redrive=False)
 
 
 # --- no faults ----------------------------------------------------------------------------------
@@ -93,7 +99,7 @@ def test_without_faults_every_valid_order_is_emailed_once_and_tracked(clean):
 @slow
 def test_every_mailbox_simulator_outcome_reaches_its_own_status(clean):
     outcomes = clean["email_outcomes"]
-    assert set(outcomes) == set(simulate.EXPECTED_STATUS)
+    assert set(outcomes) == set(EXPECTED_STATUS)
     statuses = clean["status_counts"]
     assert statuses.get("BOUNCED") == outcomes["bounce"] + outcomes["suppressionlist"]
     assert statuses.get("COMPLAINED") == outcomes["complaint"]
@@ -206,11 +212,11 @@ def test_an_invalid_order_is_received_max_receive_count_times_per_redrive(clean)
 @slow
 def test_the_data_plane_is_created_from_the_template(template):
     # GIVEN the template's resources created in moto
-    with simulate.sandbox(), mock_aws():
-        aws = {name: boto3.client(name, region_name=simulate.REGION)
+    with sandbox(), mock_aws():
+        aws = {name: boto3.client(name, region_name=REGION)
                for name in ("kms", "sns", "sqs", "dynamodb", "ses", "sesv2")}
-        stack = simulate.deploy(template, simulate.choose_parameters(template), aws)
-        wiring = simulate.wire(stack, template)
+        stack = deploy(template, choose_parameters(template), aws)
+        wiring = wire(stack, template)
         send = aws["sqs"].get_queue_attributes(QueueUrl=wiring.send_queue.url,
                                                AttributeNames=["All"])["Attributes"]
         subscriptions = aws["sns"].list_subscriptions()["Subscriptions"]
@@ -326,7 +332,7 @@ TEMPLATE = {
 
 @pytest.fixture
 def resolver():
-    resolver = simulate.Resolver(TEMPLATE, simulate.choose_parameters(TEMPLATE, {"Flag": "true"}))
+    resolver = Resolver(TEMPLATE, choose_parameters(TEMPLATE, {"Flag": "true"}))
     resolver.physical["Queue"] = {"Ref": "https://queue/url", "Arn": "arn:aws:sqs:::q"}
     return resolver
 
@@ -346,23 +352,23 @@ def test_conditions_if_join_and_no_value(resolver):
 
 
 def test_an_unsupported_intrinsic_or_missing_value_is_a_template_error(resolver):
-    with pytest.raises(simulate.TemplateError, match="Fn::ImportValue"):
+    with pytest.raises(TemplateError, match="Fn::ImportValue"):
         resolver.resolve({"Fn::ImportValue": "x"})
-    with pytest.raises(simulate.TemplateError, match="has no Default"):
-        simulate.choose_parameters({"Parameters": {"X": {"Type": "String"}}})
-    with pytest.raises(simulate.TemplateError, match="is not one of"):
-        simulate.choose_parameters(TEMPLATE, {"Flag": "maybe"})
+    with pytest.raises(TemplateError, match="has no Default"):
+        choose_parameters({"Parameters": {"X": {"Type": "String"}}})
+    with pytest.raises(TemplateError, match="is not one of"):
+        choose_parameters(TEMPLATE, {"Flag": "maybe"})
 
 
 def test_resources_are_created_after_what_they_refer_to():
-    assert simulate.creation_order(TEMPLATE["Resources"]) == ["Queue", "Policy"]
+    assert creation_order(TEMPLATE["Resources"]) == ["Queue", "Policy"]
 
 
 def test_orders_are_repeatable_and_every_copy_of_an_order_is_identical():
     import random
 
-    first = simulate.make_orders(300, random.Random("7"), duplicates=0.3, invalid=0.1)
-    second = simulate.make_orders(300, random.Random("7"), duplicates=0.3, invalid=0.1)
+    first = make_orders(300, random.Random("7"), duplicates=0.3, invalid=0.1)
+    second = make_orders(300, random.Random("7"), duplicates=0.3, invalid=0.1)
     assert [order.body for order in first[0]] == [order.body for order in second[0]]
     assert first[1] == second[1]
     orders, bodies = first
@@ -370,13 +376,13 @@ def test_orders_are_repeatable_and_every_copy_of_an_order_is_identical():
     assert len(bodies) == sum(order.copies for order in orders)
     assert 0.2 < sum(order.copies > 1 for order in orders if order.valid) / 300 < 0.4
     assert all(not order.valid for order in orders if order.kind != "valid")
-    shards = simulate.split(orders, bodies, 2)
+    shards = split(orders, bodies, 2)
     assert sorted(shards[0] + shards[1]) == sorted(bodies)
     assert not set(shards[0]) & set(shards[1])  # all copies of an order in one shard
 
 
 def test_outcomes_come_from_the_mailbox_simulator_address():
-    assert simulate.outcome_of("bounce+17@simulator.amazonses.com") == "bounce"
-    assert simulate.outcome_of("Complaint@SIMULATOR.amazonses.com") == "complaint"
-    assert simulate.outcome_of("ada@example.com") == "success"
-    assert simulate.decode_tag("T1JELTIwMjYxMTI3LTAwMDE") == "ORD-20261127-0001"
+    assert outcome_of("bounce+17@simulator.amazonses.com") == "bounce"
+    assert outcome_of("Complaint@SIMULATOR.amazonses.com") == "complaint"
+    assert outcome_of("ada@example.com") == "success"
+    assert decode_tag("T1JELTIwMjYxMTI3LTAwMDE") == "ORD-20261127-0001"

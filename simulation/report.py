@@ -1,0 +1,178 @@
+"""The report: figures and invariants from a run's end state, and its readable form.
+
+`build_report` turns the merged tally (emails SES accepted, table items, DLQ contents) into the
+report's figures and checks the INVARIANTS: no email sent twice, no order lost, every email
+tracked to its final status, no invalid order dropped. `format_report` prints it as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from simulation.orders import Order
+
+EXAMPLES = 5  # orders shown per broken invariant
+
+# (report field, what it must be, what a broken value means)
+INVARIANTS = (
+    ("duplicate_emails", "0", "an order was emailed more than once"),
+    ("lost_orders", "0", "a valid order was neither emailed nor dead-lettered"),
+    ("tracked_pct", "100", "an email's item did not reach the status its outcome implies"),
+    ("invalid_dropped", "0", "an invalid order was acknowledged instead of dead-lettered"),
+)
+
+
+def build_report(tally: dict, orders: list[Order], bodies: list[str]) -> dict:
+    """Figures and invariants from the end state: what SES accepted, the table, the DLQs."""
+    sends = tally["sends"]
+    by_body = {order.body: order for order in orders}
+    dead = [by_body.get(body) or by_body.get(_envelope_message(body))
+            for body in tally["dlq"].get(tally["send_dlq"], [])]
+    dead_valid = {order.order_id for order in dead if order and order.valid}
+    dead_invalid = {order.body for order in dead if order and not order.valid}
+    valid = [order for order in orders if order.valid]
+    invalid = [order for order in orders if not order.valid]
+    lost = [order.order_id for order in valid
+            if order.order_id not in sends and order.order_id not in dead_valid]
+    emails, untracked = tally["emails"], tally["untracked"]
+    api_calls = tally["api_calls"]
+    report = {
+        "orders_published": len(bodies),
+        "valid_orders": len(valid),
+        "invalid_orders": len(invalid),
+        "duplicated_orders": sum(order.copies > 1 for order in valid),
+        "emails_sent": emails,
+        "duplicate_emails": sum(n - 1 for n in sends.values() if n > 1),
+        "lost_orders": len(lost),
+        "orders_in_dlq": len(dead_valid),
+        "orders_in_dlq_already_emailed": len(dead_valid & set(sends)),
+        "invalid_in_dlq": len(dead_invalid),
+        "invalid_dropped": len(invalid) - len(dead_invalid),
+        "dlq_messages": sum(len(found) for found in tally["dlq"].values()),
+        "dlq_by_queue": {name: len(found) for name, found in tally["dlq"].items()},
+        "dlq_before_redrive": tally["before_redrive"],
+        "redriven": tally["redriven"],
+        "status_counts": dict(sorted(tally["status_counts"].items(), key=str)),
+        "tracked_pct": round(100 * (emails - len(untracked)) / emails, 2) if emails else None,
+        "untracked_emails": len(untracked),
+        "email_outcomes": dict(sorted(tally["email_outcomes"].items())),
+        "ses_accepted_per_moto": tally["ses_accepted_per_moto"],
+        "feedback": dict(tally["feedback"]),
+        "faults_injected": {name: tally["faults"][name] for name in
+                            ("ses_throttling", "dynamodb_errors", "crashes_after_send")},
+        "functions": {logical: {
+            key: (dict(sorted(value.items())) if isinstance(value, Counter) else value)
+            for key, value in function.items()}
+            for logical, function in tally["functions"].items()},
+        "queues": tally["queues"],
+        "api_calls": dict(sorted(api_calls.items())),
+        "api_calls_per_email": round(sum(api_calls.values()) / emails, 2) if emails else None,
+        "handler_ms_p50": _round(percentile(tally["timings"], 50)),
+        "handler_ms_p95": _round(percentile(tally["timings"], 95)),
+        "virtual_s": tally["virtual_s"],
+        "not_simulated": dict(sorted(tally["not_simulated"].items())),
+        "skipped": dict(sorted(tally["skipped"].items())),
+        "examples": {"duplicate_emails": tally["duplicate_examples"],
+                     "lost_orders": lost[:EXAMPLES], "untracked": untracked[:EXAMPLES]},
+    }
+    report["invariants_broken"] = broken_invariants(report)
+    return report
+
+
+def _envelope_message(body: str) -> str | None:
+    """The Message of an SNS envelope (a queue without raw message delivery), else None."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    return doc.get("Message") if isinstance(doc, dict) and doc.get("Type") == "Notification" \
+        else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * pct // 100) - 1)]
+
+
+def broken_invariants(report: dict) -> list[str]:
+    """Names of the invariants the report breaks (see INVARIANTS)."""
+    broken = []
+    for name, _, _ in INVARIANTS:
+        value = report[name]
+        ok = value is None or (value >= 100 if name == "tracked_pct" else value == 0)
+        if not ok:
+            broken.append(name)
+    return broken
+
+
+def format_report(report: dict, template_label: str = "") -> str:
+    """The report as a readable table (the JSON form carries every field)."""
+    settings = report["settings"]
+    send = next((f for f in report["functions"].values() if f["role"] == "send"), {})
+    send_queue = next((q for q in report["queues"].values() if q["name"] == send.get("queue")), {})
+    lines = [
+        f"Local end-to-end simulation{' of ' + template_label if template_label else ''}",
+        f"  {settings['orders']} orders, seed {settings['seed']}, faults {settings['faults']}, "
+        f"duplicates {settings['duplicates']:.0%}, invalid {settings['invalid']:.0%}, "
+        f"duplicated SES events {settings['feedback_duplicates']:.0%}, "
+        f"{settings['workers']} stack cop{'y' if settings['workers'] == 1 else 'ies'}",
+        f"  send queue {send_queue.get('name')}: visibility "
+        f"{send_queue.get('visibility_timeout_s')} s, maxReceiveCount "
+        f"{send_queue.get('max_receive_count')}, batch {send.get('batch_size')}, concurrency "
+        f"{send.get('max_concurrency')}",
+        "  not simulated: " + ", ".join(f"{n} {kind}" for kind, n in
+                                        report["not_simulated"].items()),
+        "",
+    ]
+    feedback = report["feedback"]
+    faults = report["faults_injected"]
+    rows = [
+        ("orders_published", report["orders_published"],
+         f"{report['valid_orders']} valid ({report['duplicated_orders']} published 2-3x), "
+         f"{report['invalid_orders']} invalid"),
+        ("emails_sent", report["emails_sent"],
+         ", ".join(f"{n} {kind}" for kind, n in report["email_outcomes"].items())),
+        ("duplicate_emails", report["duplicate_emails"], "orders emailed more than once"),
+        ("lost_orders", report["lost_orders"], "valid orders neither emailed nor in the DLQ"),
+        ("orders_in_dlq", report["orders_in_dlq"], "valid orders an operator must redrive"),
+        ("invalid_in_dlq", report["invalid_in_dlq"], f"of {report['invalid_orders']} invalid"),
+        ("dlq_messages", report["dlq_messages"],
+         ", ".join(f"{name} {n}" for name, n in report["dlq_by_queue"].items())),
+        ("redriven", sum(report["redriven"].values()) if report["settings"]["redrive"] else "off",
+         "DLQ messages the runbook moved back once the run settled"),
+        ("tracked_pct", report["tracked_pct"], "emails whose item reached the expected status"),
+        ("status_counts", "", ", ".join(f"{k} {v}" for k, v in report["status_counts"].items())),
+        ("SES events", feedback["events_published"],
+         f"{feedback['duplicated_events']} duplicated, "
+         f"{feedback['emails_with_out_of_order_events']} emails' events out of order"),
+        ("faults injected", sum(faults.values()),
+         ", ".join(f"{name} {n}" for name, n in faults.items())),
+        ("api_calls_per_email", report["api_calls_per_email"], "handler AWS calls / emails sent"),
+        ("handler_ms_p50", report["handler_ms_p50"], "per record, in-process under moto"),
+        ("handler_ms_p95", report["handler_ms_p95"], ""),
+        ("virtual time", f"{report['virtual_s']} s", "simulated span incl. retry timeouts"),
+        ("wall_s", report["wall_s"], "this run"),
+    ]
+    width = max(len(str(name)) for name, _, _ in rows)
+    for name, value, note in rows:
+        lines.append(f"  {name:<{width}}  {str(value):>8}  {note}".rstrip())
+    lines.append("")
+    lines.append("invariants")
+    for name, target, meaning in INVARIANTS:
+        broken = name in report["invariants_broken"]
+        lines.append(f"  {'FAIL' if broken else 'ok  '}  {name} = {report[name]}  (must be "
+                     f"{target}{'; ' + meaning if broken else ''})")
+    examples = {name: found for name, found in report["examples"].items() if found}
+    if examples:
+        lines.append("")
+        lines.append("what happened (first examples; --json has them all)")
+        lines.extend("  " + line for line in json.dumps(examples, indent=2).splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,480 @@
+"""The run: one stack played until it settles, or several copies in parallel processes.
+
+`Simulation` deploys one copy of the stack in moto, loads its functions and mappings, then
+`play`s the orders on the virtual clock (orders published, SES events published, mappings
+ticked) until nothing is in flight, plays the runbook's `redrive`, and `tally`s the end state as
+plain data. `run` makes the orders, `split`s them over `workers` copies of the stack (each in a
+forked process: moto is single-threaded), `merge`s their tallies and builds the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import multiprocessing
+import os
+import random
+import sys
+import time as _real_time
+import traceback
+import types
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Callable
+
+from simulation.faults import Faults
+from simulation.orders import Order, make_orders
+from simulation.report import EXAMPLES, build_report
+from simulation.runtime import (MAX_VIRTUAL_S, SQS_HOLD_S, START_EPOCH, TICK_S, EventSourceMapping,
+                                Function, Instrument, VirtualClock)
+from simulation.ses import EXPECTED_STATUS, ArrivalLog, SesPlayer
+from simulation.stack import QueueInfo, deploy, wire
+from simulation.template import (DEFAULT_TEMPLATE, REGION, TemplateError, choose_parameters,
+                                 load_template)
+
+
+class Progress:
+    """Progress on stderr: one updating line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = 0.0
+        self._pending_newline = False
+
+    def phase(self, text: str) -> None:
+        if self.enabled:
+            self._end_line()
+            print(f"simulate: {text}", file=self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        now = _real_time.monotonic()
+        if not self.enabled or now - self._last < (0.2 if self.tty else 5.0):
+            return
+        self._last = now
+        if self.tty:
+            print(f"\rsimulate: {text}\033[K", end="", file=self.stream, flush=True)
+            self._pending_newline = True
+        else:
+            print(f"simulate: {text}", file=self.stream, flush=True)
+
+    def _end_line(self) -> None:
+        if self._pending_newline:
+            print(file=self.stream)
+            self._pending_newline = False
+
+    def done(self) -> None:
+        self._end_line()
+
+
+@contextlib.contextmanager
+def faster_moto():
+    """Two moto hot spots, replaced for the run by code that gives the same answers faster.
+
+    - SQS checks a received message's retention by computing every queue attribute (each
+      approximate count walks the whole queue): receiving is quadratic in the queue length. Read
+      the retention period directly instead.
+    - DynamoDB parses an UpdateExpression twice per UpdateItem. Parse each distinct expression
+      once: moto's validator deep-copies the tree before it resolves or executes anything, so a
+      cached tree is never modified.
+    A moto version without these internals simply runs unpatched (slower, same result).
+    """
+    from moto.core.utils import unix_time
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.sqs.models import SQSBackend
+
+    patches = []
+
+    def still_retained(backend, queue_name, message):
+        period = int(backend.get_queue(queue_name).message_retention_period)
+        return period + message.sent_timestamp / 1000 > unix_time()
+
+    if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
+        patches.append((SQSBackend, "is_message_valid_based_on_retention_period", still_retained))
+    if isinstance(vars(UpdateExpressionParser).get("make"), classmethod):
+        parse = UpdateExpressionParser.make.__func__
+        cached = functools.lru_cache(maxsize=256)(lambda text: parse(UpdateExpressionParser, text))
+        patches.append((UpdateExpressionParser, "make", staticmethod(cached)))
+    saved = [(owner, name, vars(owner)[name]) for owner, name, _ in patches]
+    for owner, name, replacement in patches:
+        setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def sandbox():
+    """Fake credentials and region (nothing can reach AWS); os.environ restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class Simulation:
+    """One stack deployed in moto, its functions loaded, SES and the mappings played on it."""
+
+    def __init__(self, template: dict, parameters: dict[str, str], *, seed: str, faults: float,
+                 feedback_duplicates: float, progress: Progress,
+                 on_load: Callable[[str, types.ModuleType], None] | None):
+        import boto3
+
+        session = boto3.session.Session(region_name=REGION)
+        self.aws = {name: session.client(name) for name in ("kms", "sns", "sqs", "dynamodb", "ses",
+                                                            "sesv2")}
+        self.progress = progress
+        self.clock = VirtualClock()
+        self.stack = deploy(template, parameters, self.aws)
+        self.wiring = wire(self.stack, template)
+        self.faults = Faults(faults, random.Random(f"{seed}:faults"))
+        self.ses = SesPlayer(self.stack.event_routes, self.aws["sns"], self.clock,
+                             random.Random(f"{seed}:ses"), feedback_duplicates)
+        self.instrument = Instrument(self.faults, self.ses.accept)
+        self.arrivals = ArrivalLog(self.clock)
+        self.functions: dict[str, Function] = {}
+        self.mappings = self._mappings(on_load)
+
+    def role_of(self, queue: QueueInfo) -> str:
+        if queue is self.wiring.send_queue:
+            return "send"
+        return "feedback" if queue in self.wiring.feedback_queues else "other"
+
+    def _mappings(self, on_load) -> list[EventSourceMapping]:
+        """One player per enabled mapping, send first; each function loaded once."""
+        by_name = {info.name: info for info in self.stack.functions.values()}
+        players = []
+        for info in self.stack.mappings.values():
+            queue = self.stack.queue_by_arn(info.queue_arn)
+            function = by_name.get(info.function_name)
+            if not info.enabled or queue is None or function is None:
+                continue
+            if function.logical not in self.functions:
+                self.functions[function.logical] = Function(function, self.clock, self.instrument,
+                                                            on_load)
+            role = self.role_of(queue)
+            players.append(EventSourceMapping(
+                info, queue, self.functions[function.logical], role, self.aws["sqs"], self.clock,
+                self.arrivals.observe if role == "feedback" else None))
+        order = {"send": 0, "feedback": 1, "other": 2}
+        return sorted(players, key=lambda player: (order[player.role], player.info.logical))
+
+    def play(self, bodies: list[str]) -> None:
+        """Tick the virtual clock until no order, event or retry is left in flight."""
+        pending = deque(bodies)
+        deadline = self.clock.now + MAX_VIRTUAL_S
+        per_tick = self.order_rate()
+        while True:
+            if pending:
+                count = min(per_tick, len(pending))
+                self._publish_orders([pending.popleft() for _ in range(count)])
+            self.ses.publish_due()
+            worked = False
+            for mapping in self.mappings:
+                worked = mapping.tick() or worked
+            self.progress.status(self._status(len(bodies) - len(pending), len(bodies)))
+            if pending or worked:
+                self.clock.now += TICK_S
+                continue
+            upcoming = [due for due in [self.ses.next_due()] +
+                        [mapping.next_due() for mapping in self.mappings] if due is not None]
+            if not upcoming:
+                return
+            self.clock.now = max(self.clock.now + TICK_S, min(upcoming))
+            if self.clock.now > deadline:
+                raise RuntimeError("the simulation did not settle within a week of virtual time")
+
+    def order_rate(self) -> int:
+        """Orders published per tick: as many as the send mapping takes (MaximumConcurrency x
+        BatchSize), so every batch is full. (A longer backlog shows nothing more, and moto's SQS
+        works in time proportional to the queue length for every message it hands out.)"""
+        send = [m for m in self.mappings if m.role == "send"]
+        if not send:
+            return 10 * TICK_S
+        return max(1, send[0].info.max_concurrency) * send[0].info.batch_size * TICK_S
+
+    def _publish_orders(self, bodies: list[str]) -> None:
+        for start in range(0, len(bodies), 10):
+            entries = [{"Id": str(i), "Message": body}
+                       for i, body in enumerate(bodies[start:start + 10])]
+            self.aws["sns"].publish_batch(TopicArn=self.wiring.order_topic,
+                                          PublishBatchRequestEntries=entries)
+
+    def _status(self, published: int, total: int) -> str:
+        elapsed = int(self.clock.now - START_EPOCH)
+        retrying = sum(len(mapping.returning) for mapping in self.mappings)
+        return (f"t+{elapsed // 60:d}m{elapsed % 60:02d}s virtual | orders published "
+                f"{published}/{total} | emails sent {len(self.ses.emails)} | SES events "
+                f"published {self.ses.stats['published']} | retries pending {retrying}")
+
+    def redrive(self) -> dict[str, int]:
+        """The on-call runbook's last step: move every message in each DLQ back to the queue whose
+        redrive policy names it (StartMessageMoveTask, which moto lacks: receive, send, delete).
+        Returns the messages moved, by DLQ."""
+        moved = {}
+        for dlq in self.wiring.dead_letter_queues:
+            sources = [q for q in self.stack.queues.values() if q.dead_letter_arn == dlq.arn]
+            if len(sources) != 1:  # no single source queue to move them back to
+                continue
+            moved[dlq.name] = 0
+            while True:
+                messages = self.aws["sqs"].receive_message(
+                    QueueUrl=dlq.url, MaxNumberOfMessages=10,
+                    VisibilityTimeout=SQS_HOLD_S).get("Messages", [])
+                if not messages:
+                    break
+                self.aws["sqs"].send_message_batch(QueueUrl=sources[0].url, Entries=[
+                    {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)])
+                self.aws["sqs"].delete_message_batch(QueueUrl=dlq.url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)])
+                moved[dlq.name] += len(messages)
+        return moved
+
+    # --- end state ------------------------------------------------------------------------------
+
+    def drain(self, queue: QueueInfo) -> list[str]:
+        """Every message body left in `queue` (read once, for the report)."""
+        bodies = []
+        while True:
+            messages = self.aws["sqs"].receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10,
+                VisibilityTimeout=SQS_HOLD_S).get("Messages", [])
+            if not messages:
+                return bodies
+            bodies.extend(message["Body"] for message in messages)
+
+    def tally_dlqs(self) -> dict[str, int]:
+        """Messages in each DLQ now (before the redrive)."""
+        return {queue.name: int(self.aws["sqs"].get_queue_attributes(
+                    QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages"])
+                    ["Attributes"]["ApproximateNumberOfMessages"])
+                for queue in self.wiring.dead_letter_queues}
+
+    def statuses(self) -> dict[tuple[str, str], str | None]:
+        """Each table item's status by (orderId, messageId)."""
+        if not self.wiring.table:
+            return {}
+        statuses = {}
+        for page in self.aws["dynamodb"].get_paginator("scan").paginate(
+                TableName=self.wiring.table, ProjectionExpression="orderId, messageId, #status",
+                ExpressionAttributeNames={"#status": "status"}):
+            for item in page["Items"]:
+                key = (item.get("orderId", {}).get("S"), item.get("messageId", {}).get("S"))
+                statuses[key] = item.get("status", {}).get("S")
+        return statuses
+
+    def explain(self, order_id: str | None) -> dict:
+        """What happened to an order that broke an invariant: its emails (virtual seconds after
+        the start, whether the function crashed right after), when the feedback function got
+        each of their events, and the item's history."""
+        emails = [email for email in self.ses.emails if email.order_id == order_id]
+        story: dict[str, Any] = {"orderId": order_id, "emails": [], "items": []}
+        for email in emails:
+            story["emails"].append({
+                "accepted_s": int(email.accepted_at - START_EPOCH), "crashed": email.crashed,
+                "feedback_received_s": self.arrivals.timeline(email.ses_id)})
+        for message_id in dict.fromkeys(email.message_id for email in emails):
+            item = self.aws["dynamodb"].get_item(
+                TableName=self.wiring.table,
+                Key={"orderId": {"S": order_id}, "messageId": {"S": message_id}}).get("Item", {})
+            entries = [entry["M"] for entry in item.get("events", {}).get("L", [])]
+            history = [" ".join(entry[key]["S"] for key in ("time", "type", "detail")
+                                if key in entry) for entry in entries]
+            story["items"].append({"messageId": message_id,
+                                   "status": item.get("status", {}).get("S"), "history": history})
+        return story
+
+    def tally(self) -> dict:
+        """The run's raw results as plain data (mergeable, and it crosses process boundaries)."""
+        statuses = self.statuses()
+        sends: Counter = Counter()
+        untracked = []
+        for email in self.ses.emails:
+            sends[email.order_id if email.order_id is not None else f"?{email.ses_id}"] += 1
+            status = statuses.get((email.order_id, email.message_id))
+            if status != EXPECTED_STATUS[email.outcome]:
+                untracked.append({"orderId": email.order_id, "outcome": email.outcome,
+                                  "expected": EXPECTED_STATUS[email.outcome], "status": status})
+        twice = [order_id for order_id, n in sends.items() if n > 1][:EXAMPLES]
+        send_dlq = self.stack.queue_by_arn(self.wiring.send_queue.dead_letter_arn)
+        unrouted = {f"unrouted_{key[len('unrouted_'):]}": n for key, n in self.ses.stats.items()
+                    if key.startswith("unrouted_")}
+        return {
+            "emails": len(self.ses.emails),
+            "sends": sends,
+            "email_outcomes": Counter(email.outcome for email in self.ses.emails),
+            "untracked": untracked,
+            "duplicate_examples": [self.explain(order_id) for order_id in twice],
+            "dlq": {queue.name: self.drain(queue) for queue in self.wiring.dead_letter_queues},
+            "send_dlq": send_dlq.name if send_dlq else None,
+            "status_counts": Counter(statuses.values()),
+            "ses_accepted_per_moto": int(self.aws["ses"].get_send_quota()["SentLast24Hours"]),
+            "feedback": Counter({
+                "events_published": self.ses.stats["published"],
+                "duplicated_events": self.ses.stats["duplicates"],
+                "emails_with_out_of_order_events": self.arrivals.out_of_order(),
+                "redelivered_records": self.arrivals.redeliveries(), **unrouted}),
+            "faults": Counter(self.faults.counts),
+            "functions": {mapping.function.info.logical: {
+                "role": mapping.role, "queue": mapping.queue.name,
+                "batch_size": mapping.info.batch_size,
+                "max_concurrency": mapping.info.max_concurrency,
+                "stats": Counter(mapping.stats), "function_errors": mapping.function.errors,
+                "outcomes": Counter(mapping.function.outcomes),
+                "metrics": Counter(mapping.function.emf)} for mapping in self.mappings},
+            "queues": {queue.logical: {"name": queue.name,
+                                       "visibility_timeout_s": queue.visibility_timeout,
+                                       "max_receive_count": queue.max_receive_count}
+                       for queue in self.stack.queues.values()},
+            "api_calls": Counter({f"{function}.{operation}": n for (function, operation), n
+                                  in self.instrument.calls.items()}),
+            "timings": [ms for mapping in self.mappings for ms in mapping.ms_per_record],
+            "virtual_s": int(self.clock.now - START_EPOCH),
+            "not_simulated": dict(self.stack.not_simulated),
+            "skipped": dict(self.stack.skipped),
+        }
+
+
+def simulate_shard(template: dict, parameters: dict[str, str], bodies: list[str], *, seed: str,
+                   faults: float, feedback_duplicates: float, redrive: bool, progress: Progress,
+                   on_load: Callable[[str, types.ModuleType], None] | None) -> dict:
+    """Deploy one copy of the stack in a fresh moto, play `bodies` through it until it settles,
+    then (if `redrive`) redrive the DLQs once and play until it settles again; return its tally."""
+    from moto import mock_aws  # heavy import: only when a run starts
+
+    with sandbox(), mock_aws(), faster_moto():
+        simulation = Simulation(template, parameters, seed=seed, faults=faults,
+                                feedback_duplicates=feedback_duplicates, progress=progress,
+                                on_load=on_load)
+        simulation.play(bodies)
+        before = simulation.tally_dlqs()
+        moved = simulation.redrive() if redrive else {}
+        if any(moved.values()):
+            simulation.play([])
+        progress.done()
+        return {**simulation.tally(), "before_redrive": before, "redriven": moved}
+
+
+def _shard_process(connection, arguments: dict) -> None:
+    """Body of a worker process: run one shard, send back ("ok" | "template" | "error", value)."""
+    try:
+        result = ("ok", simulate_shard(**arguments))
+    except TemplateError as exc:
+        result = ("template", str(exc))
+    except BaseException:  # report anything, including a crash the simulation did not expect
+        result = ("error", traceback.format_exc())
+    connection.send(result)
+    connection.close()
+
+
+def run_shards(shards: list[dict]) -> list[dict]:
+    """Run each shard (keyword arguments of `simulate_shard`): in forked worker processes when
+    there are several and the platform can fork, else one after the other in this process."""
+    if len(shards) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [simulate_shard(**arguments) for arguments in shards]
+    context = multiprocessing.get_context("fork")  # no pickling: workers inherit the arguments
+    workers = []
+    for arguments in shards:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_shard_process, args=(sender, arguments), daemon=True)
+        process.start()
+        sender.close()
+        workers.append((receiver, process))
+    results = []
+    for receiver, process in workers:
+        try:
+            status, value = receiver.recv()
+        except EOFError:
+            status, value = "error", "a worker process died without a result"
+        process.join()
+        if status == "template":
+            raise TemplateError(value)
+        if status == "error":
+            raise RuntimeError(f"a simulation worker failed:\n{value}")
+        results.append(value)
+    return results
+
+
+def split(orders: list[Order], bodies: list[str], workers: int) -> list[list[str]]:
+    """The publish sequence cut into `workers` shards by order (order i goes to shard i mod
+    workers): every copy of an order stays in one shard, in its original place in the sequence."""
+    shard_of = {order.body: index % workers for index, order in enumerate(orders)}
+    shards: list[list[str]] = [[] for _ in range(workers)]
+    for body in bodies:
+        shards[shard_of[body]].append(body)
+    return [shard for shard in shards if shard]
+
+
+def merge(tallies: list[dict]) -> dict:
+    """One tally from several shards' (counts add up, lists concatenate)."""
+    total = copy.deepcopy(tallies[0])
+    for tally in tallies[1:]:
+        total["emails"] += tally["emails"]
+        total["ses_accepted_per_moto"] += tally["ses_accepted_per_moto"]
+        total["virtual_s"] = max(total["virtual_s"], tally["virtual_s"])
+        for key in ("sends", "email_outcomes", "status_counts", "feedback", "faults", "api_calls"):
+            total[key].update(tally[key])
+        for key in ("untracked", "duplicate_examples", "timings"):
+            total[key].extend(tally[key])
+        for name, bodies in tally["dlq"].items():
+            total["dlq"].setdefault(name, []).extend(bodies)
+        for key in ("before_redrive", "redriven"):
+            for name, n in tally[key].items():
+                total[key][name] = total[key].get(name, 0) + n
+        for logical, function in tally["functions"].items():
+            into = total["functions"].setdefault(logical, copy.deepcopy(function))
+            if into is not function and into != function:
+                into["function_errors"] += function["function_errors"]
+                for key in ("stats", "outcomes", "metrics"):
+                    into[key].update(function[key])
+    total["duplicate_examples"] = total["duplicate_examples"][:EXAMPLES]
+    return total
+
+
+def run(template: str | Path | dict = DEFAULT_TEMPLATE, *, orders: int = 200, seed: int = 1,
+        faults: float = 0.0, duplicates: float = 0.1, invalid: float = 0.05,
+        feedback_duplicates: float = 0.1, parameters: dict[str, str] | None = None,
+        redrive: bool = True, workers: int = 2, progress: Progress | None = None,
+        on_load: Callable[[str, types.ModuleType], None] | None = None) -> dict:
+    """Simulate `orders` orders through the stack `template` describes; returns the report.
+
+    `workers` > 1 splits the orders over that many copies of the stack, each in its own process
+    (moto is single-threaded); the same seed and workers repeat a run. `on_load(logical_id,
+    module)` is called with each loaded handler module (a test can break a handler with it).
+    Raises TemplateError when the template cannot be simulated.
+    """
+    started = _real_time.perf_counter()
+    progress = progress or Progress(enabled=False)
+    template = load_template(template)
+    chosen = choose_parameters(template, parameters)
+    order_list, bodies = make_orders(orders, random.Random(f"{seed}:orders"), duplicates, invalid)
+    shards = split(order_list, bodies, max(1, workers))
+    progress.phase(f"deploying the template's data plane in moto ({len(shards)} "
+                   f"cop{'y' if len(shards) == 1 else 'ies'}), loading the handlers, publishing "
+                   f"{len(bodies)} order messages ({orders} orders), playing the mappings and SES")
+    tallies = run_shards([
+        {"template": template, "parameters": chosen, "bodies": shard, "seed": f"{seed}:{index}",
+         "faults": faults, "feedback_duplicates": feedback_duplicates, "redrive": redrive,
+         "on_load": on_load,
+         "progress": progress if index == 0 else Progress(enabled=False)}
+        for index, shard in enumerate(shards)])
+    progress.phase("checked the end state: emails SES accepted, table items, dead-letter queues")
+    report = build_report(merge(tallies), order_list, bodies)
+    report["settings"] = {"seed": seed, "orders": orders, "faults": faults,
+                          "duplicates": duplicates, "invalid": invalid,
+                          "feedback_duplicates": feedback_duplicates, "redrive": redrive,
+                          "workers": len(shards),
+                          "parameters": chosen}
+    report["wall_s"] = round(_real_time.perf_counter() - started, 2)
+    return report
