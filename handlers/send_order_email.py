@@ -1,307 +1,587 @@
-"""Send exactly one order-confirmation email per order: SQS -> claim -> SES SendEmail -> SENT.
+"""Send exactly one order-confirmation email per order.
 
-Runs as the Lambda module `index` (embedded as ZipFile code), so stdlib + boto3 only. DESIGN.md
-("Idempotency") explains the claim: a conditional write makes one invocation the only one allowed
-to send an order's email, and the deterministic `messageId` makes every redelivery hit that item.
-Metrics are CloudWatch Embedded Metric Format log lines, never PutMetricData calls.
+This module is the Lambda function `<env>-send-order-email`. The template embeds this very file as
+the function's ZipFile code (it runs as the module `index`), so it uses only the standard library
+and boto3, and everything it needs comes from environment variables set by the template.
 
-Size matters: `infra/code.py` embeds this file in the template without comments and docstrings,
-and `aws cloudformation deploy` takes at most 51,200 bytes of template inline. So the prose lives
-in comments (free) and the code spends few tokens: one table of field rules and one generic
-checker, short reasons, `#placeholders` in DynamoDB expressions only for reserved words (status,
-timestamp, to, ttl, error), literals in single quotes (JSON escapes every `"`), one-line guards,
-short names in short scopes.
+The story of one SQS record, from arrival to outcome:
+
+1. Parse. The body is the order's JSON (the subscription uses raw message delivery) or an SNS
+   envelope around it.
+2. Validate the order contract (DESIGN.md, "Order message"). A message that breaks it is never
+   sent and never dropped: it is reported as a batch item failure with the broken rule logged, so
+   after five receives it waits in the dead-letter queue where an operator can read and replay it.
+3. Render the email: a subject, an HTML part and a text part, every customer value HTML-escaped.
+4. Claim the order in DynamoDB with a conditional write: create the item as SENDING, or take over
+   a SENDING item whose claim has expired (its holder died). Any other item means the order was
+   handled already: the record is acknowledged as a duplicate.
+5. Send with SES SendEmail, through the stack's configuration set, tagged with the item's key so
+   that the feedback processor finds the item from every SES event.
+6. Record SENT and the SES message id, only while this attempt still holds the claim.
+
+The guarantees:
+
+- Never twice. The item key (orderId + a messageId that is the same for every copy of an order)
+  makes every redelivery meet the same item, and only the holder of the claim sends. botocore
+  never resends SendEmail (one attempt): when SES may have accepted an email but the answer was
+  lost, the claim is kept and the retry comes after it expired, when the SES Send event has set
+  SENT. After SES accepted an email, nothing leads to a second send.
+- Never lost. A record that was not sent for a reason that may pass (DynamoDB or SES errors, a
+  throttled or paused account) is a batch item failure: SQS retries it, and after five receives
+  the dead-letter queue keeps it for a redrive.
+
+Each record logs one JSON line with its outcome (sent, duplicate, failed, retry or invalid) and
+the reason; e-mail addresses are masked. Each invocation prints at most one CloudWatch Embedded
+Metric Format line with the non-zero counts (no PutMetricData calls).
 """
 
-import base64, boto3, collections, datetime, decimal, html, json, os, re, time, uuid
+import base64
+import collections
+import datetime
+import decimal
+import html
+import json
+import os
+import re
+import time
+import uuid
+from typing import Callable, NamedTuple
+
+import boto3
 from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
-ENV = os.environ
-TABLE = ENV['EMAIL_DELIVERIES_TABLE']
-FROM_ADDRESS = ENV['SES_FROM_ADDRESS']
-CONFIG_SET = ENV['SES_CONFIG_SET']
+TABLE_NAME = os.environ["EMAIL_DELIVERIES_TABLE"]
+FROM_ADDRESS = os.environ["SES_FROM_ADDRESS"]
+CONFIGURATION_SET = os.environ["SES_CONFIG_SET"]
 # Only the word "true" (any case) sends to customers: a typo fails safe, into the sandbox.
-PRODUCTION = ENV.get('ENABLE_PRODUCTION_SES', '').strip().lower() == 'true'
-TEST_ADDRESS = ENV.get('TEST_EMAIL_ADDRESS')
-NAMESPACE = ENV['METRICS_NAMESPACE']  # <env>/EmailNotifications, set by the template
-TTL_SECONDS = int(ENV['RECORD_TTL_DAYS']) * 86400
+PRODUCTION = os.environ.get("ENABLE_PRODUCTION_SES", "").strip().lower() == "true"
+TEST_ADDRESS = os.environ.get("TEST_EMAIL_ADDRESS")
+METRICS_NAMESPACE = os.environ["METRICS_NAMESPACE"]
+RECORD_TTL_SECONDS = int(os.environ["RECORD_TTL_DAYS"]) * 86400
 
-# Module level: created once per container, reused by every invocation. DynamoDB: standard
-# retries, 4 attempts in all (the contract's `max_attempts: 3` retries). SES: ONE attempt
-# (`total_max_attempts`; botocore's `max_attempts` counts retries, so `max_attempts: 1` would
-# still resend once): a SendEmail resent after a read timeout could deliver a second email. The
-# queue retries instead, guarded by the claim.
-serialize = TypeSerializer().serialize  # Python values -> DynamoDB attribute values
-ses, dynamodb = (
-    boto3.client(name, config=Config(
-        retries={'mode': 'standard', 'total_max_attempts': n}, connect_timeout=2, read_timeout=5))
-    for name, n in (('ses', 1), ('dynamodb', 4))
+EMAIL_KIND = "order-confirmation"
+# A claim outlives its invocation by this margin, so no other attempt takes over while the holder
+# may still be sending...
+CLAIM_MARGIN_SECONDS = 10
+# ...but never outlives the send queue's visibility timeout (6 x the 30 s function timeout), so
+# the retry of a message whose invocation died can take the claim over.
+MAX_CLAIM_SECONDS = 180
+
+# Clients are created once per container and reused by every invocation.
+# SES gets ONE attempt: botocore resending SendEmail after a read timeout could deliver a second
+# email (`total_max_attempts` counts the first attempt; `max_attempts` would count retries only).
+# The queue retries instead, guarded by the claim. DynamoDB gets standard retries, 4 attempts.
+ses = boto3.client("ses", config=Config(
+    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2, read_timeout=5))
+dynamodb = boto3.client("dynamodb", config=Config(
+    retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=2, read_timeout=5))
+to_attribute_value = TypeSerializer().serialize  # Python value -> DynamoDB attribute value
+
+# What can happen to a record. The last two are batch item failures: SQS retries them.
+SENT, DUPLICATE, FAILED, RETRY, INVALID = "sent", "duplicate", "failed", "retry", "invalid"
+RETRIED_OUTCOMES = (RETRY, INVALID)
+
+# How a failed SendEmail is handled, by the error's code (a ClientError's code, or the class name
+# of a botocore error that never reached SES).
+# SES refused this email for good, and a retry would be refused again: record FAILED, acknowledge.
+PERMANENT_SES_ERRORS = frozenset({
+    "MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue",
+    "InvalidParameterCombination",
+})
+# SES certainly did not take the email: the account's rate or quota, a paused account or
+# configuration set, a missing configuration set (states an operator fixes: the dead-letter queue
+# keeps the order for a redrive), or no connection was ever made. Release the claim at once, so
+# that the retry sends.
+NOT_SENT_SES_ERRORS = frozenset({
+    "Throttling", "ThrottlingException", "LimitExceeded", "LimitExceededException",
+    "AccountSendingPausedException", "ConfigurationSetSendingPausedException",
+    "ConfigurationSetDoesNotExist", "ConfigurationSetDoesNotExistException",
+    "EndpointConnectionError", "ConnectTimeoutError",
+})
+# Anything else (a read timeout, a closed connection, a 5xx, a code we do not know) is ambiguous:
+# SES may have accepted the email, so the claim is kept until it expires.
+
+
+# --- Validation --------------------------------------------------------------------------------
+
+class InvalidOrder(ValueError):
+    """The message breaks the order contract.
+
+    The text is "<field>: <the rule it breaks>" and never holds the value itself: no customer
+    data in the logs, and no way to inject lines into them.
+    """
+
+
+class TextRule(NamedTuple):
+    """What one string field of an order must be."""
+
+    max_length: int = 200
+    accepts: Callable[[str], bool] = lambda value: True
+    problem: str = ""  # the reason given when `accepts` refuses a value
+    required: bool = True
+
+
+def is_price(value):
+    """A decimal string such as 9.99 (never a JSON number: floats round)."""
+    return re.fullmatch(r"\d{1,9}(\.\d\d?)?", value, re.ASCII) is not None
+
+
+def fits_in_a_tag(value):
+    """The order id becomes an SES message tag as base64url of its UTF-8 bytes, and a tag value
+    holds at most 256 characters: 192 bytes."""
+    return len(value.encode("utf-8")) <= 192
+
+
+# One plain address: an RFC 5322 dot-atom local part (at most 64 characters, no leading, trailing
+# or doubled dot) @ LDH domain labels (no leading or trailing hyphen) and a top-level domain of
+# letters. ASCII only: SendEmail needs non-ASCII addresses encoded. No display name, quotes,
+# comma or space. RFC 5321 caps the whole address at 254 characters (the TextRule's length).
+EMAIL_ADDRESS = re.compile(
+    r"""
+    (?!\.)                              # no leading dot
+    (?!.*\.[.@])                        # no two dots in a row, no dot right before the @
+    [\w!#$%&'*+/=?^`{|}~.-]{1,64}       # the local part
+    @
+    ([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+  # domain labels
+    [a-z]{2,}                           # the top-level domain
+    """,
+    re.ASCII | re.IGNORECASE | re.VERBOSE,
 )
 
 
-# The message breaks the order contract; the text is "<field>: <rule it breaks>", never the value
-# (no PII, no log injection).
-class InvalidOrder(ValueError): pass
+def is_plain_address(value):
+    """Exactly one e-mail address, nothing around it."""
+    return EMAIL_ADDRESS.fullmatch(value) is not None
 
 
-def need(ok, reason):
-    """Raise InvalidOrder(reason) unless `ok`."""
-    if not ok: raise InvalidOrder(reason)
+def is_currency_code(value):
+    """An ISO 4217 style code such as USD."""
+    return re.fullmatch("[A-Z]{3}", value) is not None
 
 
-# A decimal string, never a JSON number (float rounding).
-PRICE = 200, re.compile(r'(?a)\d{1,9}(\.\d\d?)?').fullmatch, 'not a price like 9.99'
-
-# The rules of an order's string fields: field -> (max characters, rule, what a value breaking
-# the rule is). A rule returns something truthy for a good value (or raises ValueError). Any
-# other field is text of at most 200 characters.
-RULES = {
-    # Its SES tag is base64url of the UTF-8 bytes, at most 256 characters: 192 bytes.
-    'orderId': (128, lambda v: len(v.encode()) < 193, 'over 192 bytes'),
-    # RFC 5322 dot-atom (no leading, trailing or double dot; local part <= 64) @ LDH labels (no
-    # leading or trailing hyphen) with a letter TLD; RFC 5321 caps the whole at 254. ASCII only
-    # (SendEmail needs non-ASCII addresses encoded). No display name, quotes, comma or space: one
-    # address.
-    'customerEmail': (254, re.compile(
-        r"(?ai)(?!\.|.*\.[.@])[\w!#$%&'*+/=?^`{|}~.-]{1,64}@([a-z\d]([a-z\d-]*[a-z\d])?\.)+[a-z]{2,}"
-    ).fullmatch, 'not one plain address'),
-    'unitPrice': PRICE,
-    'total': PRICE,
-    'currency': (200, re.compile('[A-Z]{3}').fullmatch, 'not a code like USD'),
-    'orderDate': (200, datetime.datetime.fromisoformat, 'not an ISO-8601 date')
-}
-OPTIONAL = 'total', 'currency', 'orderDate'
-
-
-def check(obj, key, at=''):
-    """Raise InvalidOrder if `obj[key]` breaks its rule (RULES); an optional field may be absent.
-    `at` locates `obj` in the order for the reason (`items[2].`)."""
-    v = obj.get(key)
-    limit, rule, broken = RULES.get(key, (200, str, ''))
+def is_iso_date(value):
+    """A date or date-time that Python's ISO-8601 parser reads (2026-11-27T12:00:00Z)."""
     try:
-        # In this order, so that the rule only ever sees a short single-line string.
-        why = (
-            key not in OPTIONAL and 'missing' if v is None
-            else 'not a string' if type(v) is not str
-            else 'empty' if not v.strip()
-            else f'over {limit} chars' if len(v) > limit
-            # C0/C1 controls (CR/LF: header injection), line/paragraph separators, bidi
-            # overrides and isolates, lone surrogates. Not str.isprintable(): that also refuses
-            # ZWJ/ZWNJ, which names need.
-            else 'control characters' if re.search(
-                '[\0-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069\ud800-\udfff]', v)
-            else not rule(v) and broken
-        )
-    except ValueError: why = broken  # datetime.fromisoformat: an impossible date, e.g. 2026-13-45
-    need(not why, f'{at}{key}: {why}')
+        datetime.datetime.fromisoformat(value)
+    except ValueError:  # not a date, or an impossible one such as 2026-13-45
+        return False
+    return True
 
 
-def parse_order(body, label='body'):
+ORDER_FIELDS = {
+    "orderId": TextRule(max_length=128, accepts=fits_in_a_tag, problem="over 192 bytes"),
+    "customerEmail": TextRule(max_length=254, accepts=is_plain_address,
+                              problem="not one plain address"),
+    "customerName": TextRule(),
+    "total": TextRule(accepts=is_price, problem="not a price like 9.99", required=False),
+    "currency": TextRule(accepts=is_currency_code, problem="not a code like USD", required=False),
+    "orderDate": TextRule(accepts=is_iso_date, problem="not an ISO-8601 date", required=False),
+}
+ITEM_FIELDS = {
+    "name": TextRule(),
+    "unitPrice": TextRule(accepts=is_price, problem="not a price like 9.99"),
+}
+MAX_ITEMS = 100
+MAX_QUANTITY = 10000
+
+# C0 and C1 control characters (CR/LF would let a value inject e-mail headers), the line and
+# paragraph separators, bidi overrides and isolates, and lone surrogates. Not str.isprintable():
+# that also refuses the zero-width joiners that many names need.
+UNSAFE_CHARACTERS = re.compile("[\0-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def text_problem(value, rule):
+    """Why `value` breaks `rule`, or None if it is fine. Checked in this order so that the rule's
+    own test only ever sees a short, single-line string."""
+    if value is None:
+        return "missing" if rule.required else None
+    if type(value) is not str:
+        return "not a string"
+    if not value.strip():
+        return "empty"
+    if len(value) > rule.max_length:
+        return f"over {rule.max_length} chars"
+    if UNSAFE_CHARACTERS.search(value):
+        return "control characters"
+    if not rule.accepts(value):
+        return rule.problem
+    return None
+
+
+def check_fields(obj, rules, location=""):
+    """Raise InvalidOrder for the first field of `obj` that breaks its rule."""
+    for field, rule in rules.items():
+        problem = text_problem(obj.get(field), rule)
+        if problem:
+            raise InvalidOrder(f"{location}{field}: {problem}")
+
+
+def check_items(items):
+    """Raise InvalidOrder for the first line item that breaks the contract."""
+    if type(items) is not list or len(items) > MAX_ITEMS:
+        raise InvalidOrder(f"items: not an array of <= {MAX_ITEMS}")
+    for index, item in enumerate(items):
+        location = f"items[{index}]"
+        if type(item) is not dict:
+            raise InvalidOrder(f"{location}: not an object")
+        quantity = item.get("quantity")
+        # type(), not isinstance(): JSON true is a bool, and bool is a subclass of int.
+        if type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
+            raise InvalidOrder(f"{location}.quantity: not an integer 1-{MAX_QUANTITY}")
+        check_fields(item, ITEM_FIELDS, location + ".")
+
+
+def parse_order(body, label="body"):
     """The validated order in an SQS record body: raw JSON, or an SNS envelope around it.
 
-    DESIGN.md "Order message": orderId, customerEmail, customerName required; items, total,
-    currency, orderDate optional. Raises InvalidOrder naming the first broken rule. No limit on
-    the body itself: every field has one (and there are at most 100 items); others are ignored.
+    Raises InvalidOrder naming the first broken rule. The body itself has no size limit: every
+    field has one, and there are at most MAX_ITEMS items. Fields the contract does not name are
+    ignored.
     """
-    try: o = json.loads(body)
-    # A Message that is not a string; not JSON; absurdly nested JSON.
-    except (TypeError, ValueError, RecursionError): raise InvalidOrder(label + ': not JSON text')
-    if type(o) is dict and o.get('Type') == 'Notification':
-        return parse_order(o.get('Message'), 'SNS Message')
-    need(type(o) is dict, 'order: not a JSON object')
-    for key in 'orderId', 'customerEmail', 'customerName', *OPTIONAL: check(o, key)
-    items = o.get('items') or []  # null or empty: no items
-    need(type(items) is list and len(items) <= 100, 'items: not an array of <= 100')
-    for i, x in enumerate(items):
-        at = f'items[{i}]'
-        need(type(x) is dict, at + ': not an object')
-        q = x.get('quantity')
-        # type(), not isinstance(): JSON true is a bool, and bool is an int subclass.
-        need(type(q) is int and 0 < q <= 10000, at + '.quantity: not an integer 1-10000')
-        for key in 'name', 'unitPrice': check(x, key, at + '.')
-    return o
+    try:
+        order = json.loads(body)
+    except (TypeError, ValueError, RecursionError):  # not a string, not JSON, absurdly nested
+        raise InvalidOrder(f"{label}: not JSON text") from None
+    if type(order) is dict and order.get("Type") == "Notification":
+        return parse_order(order.get("Message"), label="SNS Message")
+    if type(order) is not dict:
+        raise InvalidOrder("order: not a JSON object")
+    check_fields(order, ORDER_FIELDS)
+    check_items(order.get("items") or [])  # null or absent: no items
+    return order
 
 
-def render_email(o, sandbox):
-    """(subject, html, text) of a validated order `o`; every value is HTML-escaped in the HTML
-    part. Both parts hold the same lines. Money is Decimal from the decimal strings, never float:
-    3 x 0.10 must print 0.30."""
-    def money(a): return f'{a:,.2f} {o.get("currency") or ""}'.rstrip()
+# --- The email ---------------------------------------------------------------------------------
 
-    # The text part, filled from the order with format_map (braces in a value are not expanded;
-    # no value holds a line break: see check). The test inbox belongs to the operator: naming the
-    # real recipient there is fine.
-    text = ('Test mode: addressed to {customerEmail}.\n' * sandbox
-            + 'Hello {customerName},\nThank you for your order {orderId}.').format_map(o)
-    if d := o.get('orderDate'):
-        text += format(datetime.datetime.fromisoformat(d), '\nOrder date: %d %B %Y')
-    for i in o.get('items') or ():
-        p, q = decimal.Decimal(i['unitPrice']), i['quantity']
-        text += f'\n{i["name"]} x {q} at {money(p)} = {money(p * q)}'
-    if t := o.get('total'): text += '\nTotal: ' + money(decimal.Decimal(t))
-    return (
-        '[Redirected test] ' * sandbox + 'Your order {orderId} is confirmed'.format_map(o),
-        # The HTML part: the same lines, escaped, one paragraph each (HTML5 lets a paragraph end
-        # where the next one starts).
-        '<!DOCTYPE html><p>' + html.escape(text).replace('\n', '<p>'),
-        text)
+def format_money(amount, currency):
+    """`1,250.00 USD`; just the amount when the order names no currency."""
+    return f"{amount:,.2f} {currency}".rstrip()
 
+
+def render_email(order, sandbox):
+    """(subject, html_body, text_body) of a validated order.
+
+    Both parts hold the same lines; in the HTML part every line is escaped and becomes one
+    paragraph. Money is Decimal from the decimal strings, never float: 3 x 0.10 must print 0.30.
+    In sandbox mode the email goes to the operator's test inbox, so it may name the customer.
+    """
+    currency = order.get("currency") or ""
+    lines = []
+    if sandbox:
+        lines.append(f"Test mode: addressed to {order['customerEmail']}.")
+    lines.append(f"Hello {order['customerName']},")
+    lines.append(f"Thank you for your order {order['orderId']}.")
+    if order.get("orderDate"):
+        order_date = datetime.datetime.fromisoformat(order["orderDate"])
+        lines.append(f"Order date: {order_date:%d %B %Y}")
+    for item in order.get("items") or []:
+        unit_price = decimal.Decimal(item["unitPrice"])
+        quantity = item["quantity"]
+        lines.append(f"{item['name']} x {quantity} at {format_money(unit_price, currency)}"
+                     f" = {format_money(unit_price * quantity, currency)}")
+    if order.get("total"):
+        lines.append(f"Total: {format_money(decimal.Decimal(order['total']), currency)}")
+
+    subject = f"Your order {order['orderId']} is confirmed"
+    if sandbox:
+        subject = "[Redirected test] " + subject
+    # HTML5 lets a paragraph end where the next one starts.
+    html_body = "<!DOCTYPE html><p>" + "<p>".join(html.escape(line) for line in lines)
+    text_body = "\n".join(lines)
+    return subject, html_body, text_body
+
+
+# --- Small helpers -----------------------------------------------------------------------------
 
 def message_id_for(order_id):
-    """The item's range key: deterministic per order and email kind, so redeliveries collide."""
-    return 'order-confirmation'
+    """The item's range key: the same for every copy of an order, so redeliveries collide."""
+    return EMAIL_KIND
 
 
 def mask_email(address):
     """`ada@example.com` -> `a***@example.com`: logs never hold a full address."""
-    return re.sub('(?<=.)[^@]*(?=@)', '***', str(address), 1)
+    return re.sub(r"(?<=.)[^@]*(?=@)", "***", str(address), count=1)
 
 
 def error_code(error):
     """The AWS error code of a ClientError, else the exception's class name (some botocore errors
-    have a `response` of None)."""
-    return ((getattr(error, 'response', 0) or {}).get('Error', {}).get('Code')
-            or type(error).__name__)
+    carry a `response` of None)."""
+    response = getattr(error, "response", None) or {}
+    return response.get("Error", {}).get("Code") or type(error).__name__
 
+
+def tag_value(text):
+    """`text` as an SES message tag value. Tags allow only A-Z a-z 0-9 _ and -, which is exactly
+    the alphabet of base64url without padding."""
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def iso_time(epoch_seconds):
+    """`2026-11-27T12:00:00Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
+
+
+# --- The delivery item -------------------------------------------------------------------------
+
+class Delivery(NamedTuple):
+    """One attempt at emailing one order: the item it works on and its claim token."""
+
+    order_id: str
+    message_id: str
+    to: str  # the customer
+    sent_to: str  # the customer, or the test inbox in sandbox mode
+    claim_token: str
+
+    @property
+    def key(self):
+        """The item's key as DynamoDB takes it."""
+        return {"orderId": {"S": self.order_id}, "messageId": {"S": self.message_id}}
+
+
+# Every write sets the status and the time of the change (`timestamp`, the indexes' range key),
+# sets when the claim expires, and appends one entry to the `events` history.
+STATUS_CHANGE = (
+    "SET events = list_append(if_not_exists(events, :no_events), :event), "
+    "#status = :status, #timestamp = :now, updatedAt = :now_iso, "
+    "claimExpiresAt = :claim_expires_at"
+)
+STATUS_NAMES = {"#status": "status", "#timestamp": "timestamp"}
+
+
+def update_delivery(delivery, *, status, event, detail, claim_seconds, extra_set="",
+                    extra_add="", condition, names=None, values=None):
+    """One conditional UpdateItem that changes the item's status (STATUS_CHANGE plus `extra_set`
+    and `extra_add`), only if `condition` holds.
+
+    Returns None when the write applied. When the condition failed, returns the item as it was
+    (ReturnValuesOnConditionCheckFailure=ALL_OLD, so no extra read is needed). Any other error
+    propagates. Only the placeholders the expressions use are sent: DynamoDB rejects unused ones.
+    """
+    now = int(time.time())
+    update = STATUS_CHANGE + extra_set + extra_add
+    attribute_values = {
+        ":no_events": [],
+        ":event": [{"type": event, "time": iso_time(now), "detail": detail}],
+        ":status": status,
+        ":now": now,
+        ":now_iso": iso_time(now),
+        ":claim_expires_at": now + claim_seconds,
+        **(values or {}),
+    }
+    try:
+        dynamodb.update_item(
+            TableName=TABLE_NAME,
+            Key=delivery.key,
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={**STATUS_NAMES, **(names or {})},
+            ExpressionAttributeValues={
+                name: to_attribute_value(value) for name, value in attribute_values.items()},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except Exception as error:
+        response = getattr(error, "response", None) or {}
+        if error_code(error) == "ConditionalCheckFailedException" and "Item" in response:
+            return response["Item"]
+        raise
+    return None
+
+
+def claim(delivery, context):
+    """Make this attempt the only one allowed to send the order's email.
+
+    Creates the item as SENDING, or takes over a SENDING item whose claim has expired or was
+    released (its holder died or failed). Returns None when the claim is ours, else the item that
+    stopped it: the order was handled, or another invocation holds a live claim (if that holder
+    fails, its own message is retried). The claim outlives this invocation but never the queue's
+    visibility timeout.
+    """
+    remaining_seconds = context.get_remaining_time_in_millis() // 1000
+    return update_delivery(
+        delivery,
+        status="SENDING",
+        event="Claimed",
+        detail=context.aws_request_id,
+        claim_seconds=min(remaining_seconds + CLAIM_MARGIN_SECONDS, MAX_CLAIM_SECONDS),
+        extra_set=(
+            ", #to = :to, sentTo = :sent_to, claimToken = :token"
+            ", createdAt = if_not_exists(createdAt, :now_iso), #ttl = if_not_exists(#ttl, :ttl)"
+        ),
+        extra_add=" ADD attempts :one",
+        condition=(
+            "attribute_not_exists(orderId)"
+            " OR (#status = :sending AND claimExpiresAt <= :now)"
+        ),
+        names={"#to": "to", "#ttl": "ttl"},
+        values={
+            ":to": delivery.to,
+            ":sent_to": delivery.sent_to,
+            ":token": delivery.claim_token,
+            ":sending": "SENDING",
+            ":ttl": int(time.time()) + RECORD_TTL_SECONDS,
+            ":one": 1,
+        },
+    )
+
+
+def end_claim(delivery, *, status, event, detail, attribute, value):
+    """End this attempt's claim (it expires now), moving the item to `status` and setting one
+    more attribute. Applies only while the attempt still holds the claim: its token is on the
+    item and SES feedback has not moved the status on."""
+    return update_delivery(
+        delivery,
+        status=status,
+        event=event,
+        detail=detail,
+        claim_seconds=0,
+        extra_set=", #attribute = :value",
+        condition="claimToken = :token AND #status = :sending",
+        names={"#attribute": attribute},
+        values={":value": value, ":token": delivery.claim_token, ":sending": "SENDING"},
+    )
+
+
+# --- SES ---------------------------------------------------------------------------------------
+
+def send(delivery, subject, html_body, text_body):
+    """Send the email with SES; returns the SES message id."""
+    def utf8(text):
+        """A message part in UTF-8, as SES needs it for anything that is not 7-bit ASCII."""
+        return {"Data": text, "Charset": "UTF-8"}
+
+    response = ses.send_email(
+        Source=FROM_ADDRESS,
+        Destination={"ToAddresses": [delivery.sent_to]},
+        Message={"Subject": utf8(subject),
+                 "Body": {"Html": utf8(html_body), "Text": utf8(text_body)}},
+        ConfigurationSetName=CONFIGURATION_SET,
+        # The feedback processor finds the item from these: they come back in every SES event
+        # as `mail.tags`.
+        Tags=[{"Name": "orderId", "Value": tag_value(delivery.order_id)},
+              {"Name": "messageId", "Value": tag_value(delivery.message_id)}],
+    )
+    return response["MessageId"]
+
+
+def handle_send_failure(delivery, error, log):
+    """Decide what a failed SendEmail means for the order (see PERMANENT_SES_ERRORS and
+    NOT_SENT_SES_ERRORS) and record it; returns the record's outcome."""
+    code = log["error"] = error_code(error)
+    if code in PERMANENT_SES_ERRORS:
+        status, event, outcome = "FAILED", "Failed", FAILED
+    elif code in NOT_SENT_SES_ERRORS:
+        status, event, outcome = "SENDING", "Released", RETRY
+    else:
+        # SES may have accepted the email: keep the claim. The retry comes after the visibility
+        # timeout, when the claim has expired and, if SES did accept, its Send event has set SENT,
+        # so the retry finds SENT and skips.
+        return RETRY
+    # If this write fails, the record is retried (lambda_handler logs `writeError`): the claim
+    # expires before the retry comes, or the dead-letter queue keeps the order.
+    end_claim(delivery, status=status, event=event, detail=code,
+              attribute="error", value=f"{code}: {error}"[:500])
+    return outcome
+
+
+# --- One record, one batch ---------------------------------------------------------------------
 
 def process_record(record, context, metrics, log):
-    """Validate, claim, send and record one SQS record; returns its outcome: sent, duplicate,
-    failed (SES refused it for good) or retry. Raises InvalidOrder for a bad message. `log`
-    collects the record's log fields: the caller writes ONE log line per record."""
-    order = parse_order(record['body'])
-    oid, to = order['orderId'], order['customerEmail']
-    rcpt = to if PRODUCTION else TEST_ADDRESS  # the actual recipient
-    log.update(orderId=oid, to=mask_email(to), sentTo=mask_email(rcpt))
-    if not rcpt:
-        log['reason'] = 'no TEST_EMAIL_ADDRESS'
-        return 'retry'
+    """Validate, claim, send and record one SQS record; returns its outcome.
+
+    Raises InvalidOrder for a message that breaks the order contract. `log` collects the fields
+    of the record's one log line; `metrics` collects counts (and `SendLatency`, a list).
+    """
+    order = parse_order(record["body"])
+    customer = order["customerEmail"]
+    recipient = customer if PRODUCTION else TEST_ADDRESS
+    log.update(orderId=order["orderId"], to=mask_email(customer), sentTo=mask_email(recipient))
+    if not recipient:
+        log["reason"] = "no TEST_EMAIL_ADDRESS"
+        return RETRY
     # Rendered before the claim: a rendering bug leaves no claim behind.
-    # subject, html, text: UTF-8, as SES needs it for anything not 7-bit ASCII.
-    s, h, t = ({'Data': p, 'Charset': 'UTF-8'} for p in render_email(order, not PRODUCTION))
-    key = {'orderId': {'S': oid}, 'messageId': {'S': message_id_for(oid)}}
-    token = uuid.uuid4().hex
+    subject, html_body, text_body = render_email(order, sandbox=not PRODUCTION)
+    delivery = Delivery(order_id=order["orderId"], message_id=message_id_for(order["orderId"]),
+                        to=customer, sent_to=recipient, claim_token=uuid.uuid4().hex)
 
-    def write(event, detail, status, sets, cond='claimToken=:token AND #status=:sending', life=0,
-              **more):
-        """One conditional UpdateItem: sets `status` (and `timestamp`, the GSI range key), sets the
-        claim to expire in `life` seconds (0: the claim ends now) and appends `event` to the
-        `events` history; by default only while this attempt holds the claim (its token, and SES
-        feedback did not move the status on). Returns None, or on a failed condition the item as
-        it was (ALL_OLD, no extra read). `#name` placeholders map to that attribute; only the
-        `:values` the expressions use are sent (DynamoDB rejects unused ones)."""
-        # 2026-11-27T12:00:00Z (%F %T: glibc, as on Lambda)
-        iso = time.strftime('%FT%TZ', time.gmtime(now := int(time.time())))
-        values = dict(more, now=now, iso=iso, status=status, token=token, sending='SENDING', to=to,
-                      sentTo=rcpt, ttl=now + TTL_SECONDS, expires=now + life, one=1, empty=[],
-                      event=[{'type': event, 'time': iso, 'detail': detail}])
-        sets = ('SET events=list_append(if_not_exists(events,:empty),:event),#status=:status,'
-                '#timestamp=:now,updatedAt=:iso,claimExpiresAt=:expires,' + sets)
-        used = sets + ' ' + cond
-        try:
-            dynamodb.update_item(
-                TableName=TABLE, Key=key, UpdateExpression=sets, ConditionExpression=cond,
-                ExpressionAttributeNames=dict(re.findall(r'(#(\w+))', used)),
-                ExpressionAttributeValues={n: serialize(values[n[1:]])
-                                           for n in re.findall(r':\w+', used)},
-                ReturnValuesOnConditionCheckFailure='ALL_OLD')
-        except Exception as e:
-            # Only a failed condition returns the item (ALL_OLD); any other error propagates.
-            if 'Item' in (getattr(e, 'response', 0) or ()): return e.response['Item']
-            raise
+    existing = claim(delivery, context)
+    # An item with our own token: botocore resent the claim after a lost response although the
+    # first write had applied, and the resend failed its condition on our own item. It is ours.
+    if existing and existing.get("claimToken") != {"S": delivery.claim_token}:
+        metrics["DuplicatesSkipped"] += 1
+        log["existingStatus"] = existing["status"]["S"]
+        return DUPLICATE
 
-    # Create the item SENDING, or take over a SENDING item whose claim expired or was released
-    # (its holder died or failed). Any other item: the order was handled (or is being handled:
-    # if that holder fails, its own message is retried). Other errors: retried (no claim taken,
-    # or one that expires before the retry). The claim outlives the invocation (remaining time +
-    # 10 s) but never the queue's visibility timeout (180 s), so the retry of a message whose
-    # invocation died can take over.
-    old = write(
-        'Claimed', context.aws_request_id, 'SENDING',
-        '#to=:to,sentTo=:sentTo,createdAt=if_not_exists(createdAt,:iso),'
-        '#ttl=if_not_exists(#ttl,:ttl),claimToken=:token ADD attempts :one',
-        'attribute_not_exists(orderId) OR #status=:sending AND claimExpiresAt<=:now',
-        min(context.get_remaining_time_in_millis() // 1000 + 10, 180))
-    # Our own token: botocore resent the claim after a timeout although the first attempt had
-    # succeeded, and the resend failed its condition on the item we wrote. The claim is ours.
-    if old and old.get('claimToken') != {'S': token}:
-        metrics['DuplicatesSkipped'] += 1
-        log['existingStatus'] = old['status']['S']
-        return 'duplicate'
-
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     try:
-        ses_id = log['sesMessageId'] = ses.send_email(
-            Source=FROM_ADDRESS,
-            Destination={'ToAddresses': [rcpt]},
-            Message={'Subject': s, 'Body': {'Html': h, 'Text': t}},
-            ConfigurationSetName=CONFIG_SET,
-            # The feedback processor finds the item from these (`mail.tags` of every SES event).
-            # SES tags allow only A-Z a-z 0-9 _ -: base64url without padding is that alphabet.
-            Tags=[
-                {'Name': n, 'Value': base64.urlsafe_b64encode(v['S'].encode()).decode().rstrip('=')}
-                for n, v in key.items()]
-        )['MessageId']
-    except Exception as e:
-        metrics['SendFailures'] += 1
-        code = log['error'] = error_code(e)
-        # Group 1: SES refused this email for good (a retry would be refused again): record
-        # FAILED and acknowledge. The rest: SES definitely did not take the email (throttled or
-        # over a quota; the account or the configuration set paused or missing: not the order's
-        # fault, the DLQ keeps the order for a redrive once the operator fixed the account; no
-        # connection before the request was sent): release the claim (SENDING, expiring now)
-        # so that the retry sends at once.
-        kind = re.search('(Rejected|NotVerified|InvalidParam)|Thrott|Exceeded|Paused|DoesNotExist|'
-                         'Endpoint|ConnectTimeout', code)
-        # No match (read timeout, connection closed, another BotoCoreError, 5xx, unknown codes):
-        # ambiguous, SES may have accepted the email, so the claim is kept. The retry comes after
-        # the visibility timeout, when the claim has expired and, if SES did accept, the SES Send
-        # event has set SENT: the retry then skips as a duplicate.
-        if not kind: return 'retry'
-        event, status, outcome = (
-            ('Failed', 'FAILED', 'failed') if kind[1] else ('Released', 'SENDING', 'retry'))
-        # If this write fails, the record is retried (lambda_handler logs it as `writeError`): the
-        # claim expires before the retry, or the DLQ keeps the order.
-        write(event, code, status, '#error=:error', error=f'{code}: {e}'[:500])
-        return outcome
+        ses_message_id = send(delivery, subject, html_body, text_body)
+    except Exception as error:
+        metrics["SendFailures"] += 1
+        return handle_send_failure(delivery, error, log)
 
     # SES accepted the email: from here on, nothing may lead to a second send.
-    metrics.setdefault('SendLatency', []).append((time.perf_counter() - t0) * 1000)
-    metrics['EmailsSent'] += 1
-    # A failed condition is fine: SES feedback (Send/Delivery) got there first and ranks higher,
-    # or botocore resent a write that had succeeded. Any other error: acknowledge anyway (the SES
+    metrics.setdefault("SendLatency", []).append((time.perf_counter() - started) * 1000)
+    metrics["EmailsSent"] += 1
+    log["sesMessageId"] = ses_message_id
+    # A failed condition is fine: SES feedback (Send, Delivery) got there first and ranks higher,
+    # or botocore resent a write that had applied. Any other error: acknowledge anyway (the SES
     # Send event sets SENT moments later, through the feedback processor), count and log it.
-    try: write('Accepted', ses_id, 'SENT', 'sesMessageId=:id', id=ses_id)
-    except Exception as e:
-        metrics['RecordFailures'] += 1
-        log.update(level='ERROR', writeError=error_code(e))
-    return 'sent'
+    try:
+        end_claim(delivery, status="SENT", event="Accepted", detail=ses_message_id,
+                  attribute="sesMessageId", value=ses_message_id)
+    except Exception as error:
+        metrics["RecordFailures"] += 1
+        log.update(level="ERROR", writeError=error_code(error))
+    return SENT
+
+
+def log_level(outcome):
+    """WARNING for a record that will be retried, ERROR for an order SES refused for good."""
+    if outcome in RETRIED_OUTCOMES:
+        return "WARNING"
+    return "ERROR" if outcome == FAILED else "INFO"
+
+
+def metrics_line(metrics):
+    """One CloudWatch Embedded Metric Format document. No dimensions: every combination of
+    dimension values would be a separately billed metric."""
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    {"Name": name, "Unit": "Milliseconds" if name == "SendLatency" else "Count"}
+                    for name in metrics],
+            }],
+        },
+        **metrics,
+    }
 
 
 def lambda_handler(event, context):
-    """SQS batch -> {"batchItemFailures": [...]}: only the failed records are retried."""
+    """SQS batch in, {"batchItemFailures": [...]} out: only the failed records are retried."""
     metrics = collections.Counter()
     failures = []
-    for r in event['Records']:
-        log = {'sqsMessageId': r['messageId']}
-        try: outcome = process_record(r, context, metrics, log)
-        except InvalidOrder as e:
-            metrics['InvalidMessages'] += 1
-            outcome, log['reason'] = 'invalid', str(e)
-        except Exception as e:  # one broken record never fails the batch
-            # After a failed send (`error` set), this is the write that recorded it.
-            outcome, log['writeError' if 'error' in log else 'error'] = 'retry', error_code(e)
-        retry = outcome in ('invalid', 'retry')  # then the DLQ
-        print(json.dumps({
-            'level': log.pop('level',
-                             'WARNING' if retry else 'ERROR' if outcome == 'failed' else 'INFO'),
-            'message': 'Order ' + outcome, 'outcome': outcome, **log}))
-        failures += [{'itemIdentifier': r['messageId']}] * retry
+    for record in event["Records"]:
+        log = {"sqsMessageId": record["messageId"]}
+        try:
+            outcome = process_record(record, context, metrics, log)
+        except InvalidOrder as invalid:
+            metrics["InvalidMessages"] += 1
+            outcome = INVALID
+            log["reason"] = str(invalid)
+        except Exception as error:  # one broken record never fails the batch
+            outcome = RETRY
+            # After a failed send (`error` is set), the exception came from recording it.
+            log["writeError" if "error" in log else "error"] = error_code(error)
+        level = log.pop("level", None) or log_level(outcome)
+        print(json.dumps({"level": level, "message": f"Order {outcome}", "outcome": outcome,
+                          **log}))
+        if outcome in RETRIED_OUTCOMES:
+            failures.append({"itemIdentifier": record["messageId"]})
+    # Only non-zero metrics: each metric is billed per hour in which it is published.
     if metrics:
-        # ONE EMF line per invocation, only non-zero metrics (each is billed per hour published),
-        # no dimensions (each combination is a separately billed metric).
-        print(json.dumps({'_aws': {'Timestamp': int(time.time() * 1000), 'CloudWatchMetrics': [{
-            'Namespace': NAMESPACE, 'Dimensions': [[]], 'Metrics': [
-                {'Name': n, 'Unit': 'Milliseconds' if n == 'SendLatency' else 'Count'}
-                for n in metrics]}]}, **metrics}))
-    return {'batchItemFailures': failures}
+        print(json.dumps(metrics_line(metrics)))
+    return {"batchItemFailures": failures}

@@ -1,223 +1,376 @@
-"""SES feedback processor: records every SES event of an order-confirmation email in DynamoDB.
+"""Record every SES event of an order-confirmation email in the delivery table.
 
-Input: SQS records whose body is an SES event-publishing record (`eventType`) or an older identity
-notification (`notificationType`), raw or inside an SNS envelope. The item is found from the
-message tags the sender set (`orderId`, `messageId`: base64url, padding stripped); an event for an
-email this system did not send never creates an item. The status only moves up the rank in
-DESIGN.md (conditional update, so out-of-order events are harmless), and every distinct event is
-appended to `events` once (its key is kept in `eventIds`: SNS and SQS deliver at least once).
+This module is the Lambda function `<env>-ses-feedback-processor`. The template embeds this very
+file as the function's ZipFile code (it runs as the module `index`), so it uses only the standard
+library and boto3.
 
-Per record, one outcome, logged as one JSON line (`outcome`, `reason`):
-- acknowledged: applied (the status moved up), recorded (history only: a lower or equal rank, or
-  an engagement event), duplicate, history_full (engagement cap reached), ignored (SES setup
-  notice), unmatched (tags missing or undecodable, or no item: counted as `UnmatchedFeedback`);
-- batch item failures, so SQS retries them: malformed (not an SES record we know: retrying cannot
-  fix it, so after the retries it reaches the DLQ intact), retry (DynamoDB, network or any
-  unexpected error; the reason names the exception).
+The story of one SQS record, from arrival to outcome:
+
+1. Parse. The body is an SES event-publishing record (`eventType`: Send, Delivery, Bounce, ...)
+   or an older identity notification (`notificationType`), raw or inside an SNS envelope.
+2. Match. The sender tagged every email with the item's key (`orderId`, `messageId`: base64url
+   without padding); SES returns the tags in every event as `mail.tags`. An event for an email
+   this system did not send never creates an item: it is acknowledged as unmatched.
+3. Apply. If the event's status ranks higher than the item's (DESIGN.md: SENDING < SENT < DELAYED
+   < DELIVERED < FAILED / REJECTED / RENDERING_FAILED / BOUNCED < COMPLAINED), one conditional
+   write sets the status and appends the event to the history. SES events arrive in any order, so
+   a lower or equal rank never overwrites a higher one.
+4. Record history. Otherwise a second conditional write appends the event to the history only.
+   Every distinct event is appended once: its key is kept in `eventIds`, because SNS and SQS
+   deliver at least once.
+
+Outcomes, one JSON log line each (`outcome`, `reason`):
+- acknowledged: applied (the status moved up), recorded (history only), duplicate, history_full
+  (the engagement cap is reached), ignored (an SES setup notice), unmatched (tags missing or
+  undecodable, or no such item; counted as `UnmatchedFeedback`);
+- batch item failures, so SQS retries them and finally keeps them in the dead-letter queue:
+  malformed (not an SES record we know: retrying cannot fix it, but it must reach the DLQ intact
+  for an operator), retry (DynamoDB, network or any unexpected error).
+
 Metrics count distinct events, not status changes: a Bounce after a Complaint still counts in
-`Bounces`, which is what the Bounces / EmailsSent alarm needs. Duplicates are not counted.
+`Bounces`, which is what the bounce-rate alarm needs. Duplicates are not counted.
 
-AWS calls: DynamoDB UpdateItem only. A status event first tries to apply its status and append
-itself in one conditional write (the common case: one write); if its rank is not higher, a second
-conditional write appends it to the history only. ReturnValuesOnConditionCheckFailure=ALL_OLD
-tells "no such item", "already recorded" and "lower rank" apart without a read.
-
-Why the code is compact: it is embedded in the template (`infra/code.py` strips comments,
-docstrings and optional whitespace), and the template must stay under the 51,200 bytes that
-`aws cloudformation deploy` accepts inline. Comments and docstrings are free; every token costs.
+AWS calls: DynamoDB UpdateItem only, one per event in the common case.
+ReturnValuesOnConditionCheckFailure=ALL_OLD tells "no such item", "already recorded" and "lower
+rank" apart without a read.
 """
 
-import base64, hashlib, json, os, re, time, boto3, botocore.config
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from typing import NamedTuple
 
-# Both set by the template. Required: a missing one fails every record (so the records wait in
-# the queue and then the DLQ) instead of dropping them.
-TABLE = os.environ['EMAIL_DELIVERIES_TABLE']
-NAMESPACE = os.environ['METRICS_NAMESPACE']
+import boto3
+from botocore.config import Config
 
-# SES publishes the plain text 'Successfully validated SNS topic for Amazon SES event publishing.'
-# when an event destination is (re)created: not an error. Matched by its start.
-SETUP_NOTICE = 'Successfully validated SNS topic'
+# Set by the template. A missing one fails every record at import, so the records wait in the
+# queue and then the dead-letter queue instead of being dropped.
+TABLE_NAME = os.environ["EMAIL_DELIVERIES_TABLE"]
+METRICS_NAMESPACE = os.environ["METRICS_NAMESPACE"]
 
-DYNAMODB = boto3.client('dynamodb', config=botocore.config.Config(
-    retries={'mode': 'standard', 'max_attempts': 3}, connect_timeout=1, read_timeout=2))
+# Created once per container. Standard retries: `max_attempts` counts the retries, so 4 attempts.
+dynamodb = boto3.client("dynamodb", config=Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=1, read_timeout=2))
 
-# Status rank (DESIGN.md): a status only moves up; an equal rank does not replace.
-RANK = dict(SENDING=1, SENT=2, DELAYED=3, DELIVERED=4, FAILED=5, REJECTED=5, RENDERING_FAILED=5,
-            BOUNCED=5, COMPLAINED=6)
-# event type -> 'status metric object': the status it sets, the metric it counts, and the object
-# that holds its data when that is not named after the type (Bounce: bounce, DeliveryDelay:
-# deliveryDelay). Open, Click and Subscription set no status and count nothing (engagement:
-# history only, capped). A type that counts a metric must carry its object (it holds the facts
-# counted); the others may come without one.
-KINDS = {
-    'Bounce': 'BOUNCED Bounces',  # the first three: also identity notifications (below)
-    'Complaint': 'COMPLAINED Complaints',
-    'Delivery': 'DELIVERED Deliveries',
-    'Send': 'SENT',
-    'DeliveryDelay': 'DELAYED DeliveryDelays',
-    'Reject': 'REJECTED Rejects',
-    'Rendering Failure': 'RENDERING_FAILED RenderingFailures failure',
-    'Open': '', 'Click': '', 'Subscription': '',
+# SQS's message size limit: a larger body did not come through SNS and SQS.
+MAX_BODY_BYTES = 256 * 1024
+# SES publishes this plain text when an event destination is (re)created: not an error.
+SETUP_NOTICE = "Successfully validated SNS topic"
+# The table key, read back from the message tags of the same names.
+KEY_TAGS = ("orderId", "messageId")
+
+# A status only moves up this rank; an equal rank does not replace.
+STATUS_RANK = {
+    "SENDING": 1,
+    "SENT": 2,
+    "DELAYED": 3,
+    "DELIVERED": 4,
+    "FAILED": 5,
+    "REJECTED": 5,
+    "RENDERING_FAILED": 5,
+    "BOUNCED": 5,
+    "COMPLAINED": 6,
 }
-# Identity notifications exist for Bounce, Complaint and Delivery only (KINDS lists them first).
-# They carry no custom tags, so they stay unmatched unless tagged: the configuration set's event
-# destinations are the primary path.
-NOTIFICATION_KINDS = [*KINDS][:3]
-# Facts copied from the event's object: 'attribute=path', or 'attribute' when the path is the
-# same name; digits in a path index a list. Each object carries only its own type's facts. The
-# texts found, '/'-joined, are the history entry's detail; those with an attribute name are also
-# set on the item with the status (failure details).
-FIELDS = ('bounceType bounceSubType diagnostic=bouncedRecipients.0.diagnosticCode'
-          ' complaintFeedbackType error=reason error=errorMessage =delayType').split()
-KEY = 'orderId', 'messageId'  # the table key, read back from the message tags of these names
-
-# Update expressions. Placeholders: :k the event's key, :i the same as a string set, :e the history
-# entry, :n an empty list, :c the history cap, :s the SES message id, :now/:iso the time; `#x` for
-# the reserved words (status, timestamp, error) and the failure attributes.
-# Append the entry and its key, only to an existing item (an event never creates one) that does
-# not hold the event yet and whose history is shorter than :c. Open/Click can repeat without
-# bound: their :c is 50, so an item stays far below DynamoDB's 400 KB; status events never reach
-# their :c (99999).
-HISTORY = ('ADD eventIds :i SET updatedAt=:iso,'
-           'events=list_append(if_not_exists(events,:n),:e)')
-NEW_EVENT = ('attribute_exists(orderId) AND NOT contains(eventIds,:k)'
-             ' AND (attribute_not_exists(events) OR size(events)<:c)')
-# With the status, if it ranks higher (`IN` the lower statuses): keep the sender's SES message id,
-# the failure attributes follow, and the claim ends (any SES event means SES took the email).
-APPLY = HISTORY + ',#status=:status,#timestamp=:now,sesMessageId=if_not_exists(sesMessageId,:s)'
 
 
+class EventKind(NamedTuple):
+    """What one SES event type means for the item."""
 
-# The exception's class names the record's outcome and gives its log level; an ERROR record is a
-# batch item failure.
-class Malformed(Exception): level = 'ERROR'  # not an SES record we know: it must reach the DLQ
-class Unmatched(Exception): level = 'WARNING'  # not an email we sent (or still have): acknowledged
-class Ignored(Exception): level = 'INFO'  # an SES setup notice: nothing to record
-
-
-def log(**line):
-    """Print one JSON line (a log line or an EMF record), every e-mail address in it (SES
-    diagnostics quote them) masked as `a***@example.com`."""
-    print(re.sub(r'(\w)[\w.+-]*@', r'\1***@', json.dumps(line)))
+    status: str | None  # the status it sets; None: history only (engagement events)
+    metric: str | None  # the metric it counts, if any
+    data_field: str  # the field of the event record that holds the event's own data
 
 
-def parse(text, what='body'):
-    """The SES record in `text`, the SQS body or the Message of an SNS envelope in it."""
-    try: doc = {**json.loads(text)}  # TypeError unless a JSON object
-    except Exception:  # not a string, not JSON (ValueError, RecursionError), not an object
-        if str(text).startswith(SETUP_NOTICE): raise Ignored(text)
-        raise Malformed(what + ' not a JSON object')
-    # SQS's limit: a larger body did not come through SNS/SQS.
-    if len(text.encode()) > 262144: raise Malformed(what + ' over 256 KB')
-    return parse(doc['Message'], 'SNS Message') if 'Message' in doc else doc  # an SNS envelope
+EVENT_KINDS = {
+    "Send": EventKind(status="SENT", metric=None, data_field="send"),
+    "Delivery": EventKind(status="DELIVERED", metric="Deliveries", data_field="delivery"),
+    "DeliveryDelay": EventKind(status="DELAYED", metric="DeliveryDelays",
+                               data_field="deliveryDelay"),
+    "Bounce": EventKind(status="BOUNCED", metric="Bounces", data_field="bounce"),
+    "Complaint": EventKind(status="COMPLAINED", metric="Complaints", data_field="complaint"),
+    "Reject": EventKind(status="REJECTED", metric="Rejects", data_field="reject"),
+    "Rendering Failure": EventKind(status="RENDERING_FAILED", metric="RenderingFailures",
+                                   data_field="failure"),
+    # Engagement: no status, no metric, and they can repeat without bound, so their history is
+    # capped (ENGAGEMENT_HISTORY_CAP).
+    "Open": EventKind(status=None, metric=None, data_field="open"),
+    "Click": EventKind(status=None, metric=None, data_field="click"),
+    "Subscription": EventKind(status=None, metric=None, data_field="subscription"),
+}
+# The older identity notifications exist for these three only. They carry no custom tags, so they
+# stay unmatched unless tagged: the configuration set's event destinations are the primary path.
+NOTIFICATION_KINDS = ("Bounce", "Complaint", "Delivery")
 
 
-def pick(obj, path):
-    """The text at the dotted `path` in `obj` (digits index a list), at most 500 characters (a
-    diagnostic can be long); '' if there is none or it is not a string."""
-    for step in path.split('.'):
-        try: obj = obj[int(step) if step.isdigit() else step]
-        except Exception: return ''
-    return obj[:500] if type(obj) is str else ''
+class Fact(NamedTuple):
+    """One detail copied from an event's data object into the history entry's detail."""
+
+    attribute: str | None  # also set on the item with the status (failure details); or None
+    path: tuple  # where it is in the data object (an int indexes a list)
 
 
-def tag(doc, name):
-    """The value the sender put in the tag `name` (`mail.tags`: name -> list of values); Unmatched
-    when it is missing or undecodable: not base64url, not UTF-8, or not exactly the sender's
-    encoding (padding stripped)."""
-    value = pick(doc, f'mail.tags.{name}.0')
+# Each data object carries only its own type's facts, so at most one `error` is found.
+FACTS = (
+    Fact("bounceType", ("bounceType",)),
+    Fact("bounceSubType", ("bounceSubType",)),
+    Fact("diagnostic", ("bouncedRecipients", 0, "diagnosticCode")),
+    Fact("complaintFeedbackType", ("complaintFeedbackType",)),
+    Fact("error", ("reason",)),  # Reject
+    Fact("error", ("errorMessage",)),  # Rendering Failure
+    Fact(None, ("delayType",)),  # DeliveryDelay: in the history only
+)
+
+# Status events never reach their cap; Open and Click can repeat without bound, and 50 entries
+# keep an item far below DynamoDB's 400 KB.
+STATUS_HISTORY_CAP = 99999
+ENGAGEMENT_HISTORY_CAP = 50
+
+# Append the history entry and remember the event's key...
+APPEND_EVENT = (
+    "ADD eventIds :event_id_set "
+    "SET updatedAt = :now_iso, events = list_append(if_not_exists(events, :no_events), :entry)"
+)
+# ...only to an existing item (an event never creates one) that does not hold the event yet and
+# whose history is below the cap.
+IS_NEW_EVENT = (
+    "attribute_exists(orderId) AND NOT contains(eventIds, :event_id)"
+    " AND (attribute_not_exists(events) OR size(events) < :history_cap)"
+)
+# With the status: keep the sender's SES message id if it has one, and end the claim (any SES
+# event means SES took the email).
+APPLY_STATUS = (
+    APPEND_EVENT + ", #status = :status, #timestamp = :now"
+    ", sesMessageId = if_not_exists(sesMessageId, :ses_message_id)"
+)
+
+
+# The reasons a record is not recorded. Each names the record's outcome and its log level.
+class Malformed(Exception):
+    """Not an SES record we know: a batch item failure, so it reaches the DLQ intact."""
+
+    outcome, level = "malformed", "ERROR"
+
+
+class Unmatched(Exception):
+    """Not an email we sent (or its item is gone): acknowledged, retrying never helps."""
+
+    outcome, level = "unmatched", "WARNING"
+
+
+class Ignored(Exception):
+    """An SES setup notice: nothing to record."""
+
+    outcome, level = "ignored", "INFO"
+
+
+def log(**fields):
+    """Print one JSON line (a log line or an EMF document), every e-mail address in it masked as
+    `a***@example.com` (SES diagnostics quote the recipient)."""
+    print(re.sub(r"(\w)[\w.+-]*@", r"\1***@", json.dumps(fields)))
+
+
+# --- Parse and match ---------------------------------------------------------------------------
+
+def parse_body(text, label="body"):
+    """The SES record in `text`: the SQS body, or the Message of an SNS envelope in it."""
     try:
-        text = base64.b64decode(value + '==', b'-_').decode()  # lenient: the round trip checks
-        if text and base64.b64encode(text.encode(), b'-_').decode().rstrip('=') == value:
-            return text
-    except Exception: pass
-    raise Unmatched(f'tag {name} ' + ('undecodable' if value else 'missing'))
+        document = json.loads(text)
+    except (TypeError, ValueError, RecursionError):  # not a string, not JSON, absurdly nested
+        document = None
+    if type(document) is not dict:
+        if str(text).startswith(SETUP_NOTICE):
+            raise Ignored(text)
+        raise Malformed(f"{label} not a JSON object")
+    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
+        raise Malformed(f"{label} over 256 KB")
+    if "Message" in document:  # an SNS envelope
+        return parse_body(document["Message"], label="SNS Message")
+    return document
 
 
-def update(key, expression, condition, values, names=()):
-    """A conditional UpdateItem: None if applied, else the item as it was; Unmatched if there is
-    no item (every write requires one: nothing is ever created)."""
-    extra = {'ExpressionAttributeNames': {'#' + n: n for n in names}} if names else {}
+def text_at(obj, path):
+    """The text at `path` in `obj` (strings index objects, ints index lists), at most 500
+    characters (a diagnostic can be long); '' if there is none or it is not a string."""
+    for step in path:
+        try:
+            obj = obj[step]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    return obj[:500] if type(obj) is str else ""
+
+
+def event_type_of(record):
+    """The record's event type and what it means (EventKind); Ignored or Malformed otherwise."""
+    if "eventType" in record:
+        event_type, known = record["eventType"], EVENT_KINDS
+    else:
+        event_type, known = record.get("notificationType"), NOTIFICATION_KINDS
+    if event_type == "AmazonSnsSubscriptionSucceeded":
+        raise Ignored(event_type)
+    if type(event_type) is not str or event_type not in known:
+        raise Malformed(f"unknown event type {event_type!r}")
+    return event_type, EVENT_KINDS[event_type]
+
+
+def event_data(record, event_type, kind):
+    """The event's own data object (e.g. `bounce`). A type that counts a metric must carry it
+    (it holds what is counted); for the others it may be absent."""
+    data = record.get(kind.data_field, None if kind.metric else {})
+    if type(data) is not dict:
+        raise Malformed(f"no {event_type} object")
+    return data
+
+
+def tag(record, name):
+    """The value the sender put in the message tag `name`, decoded. Unmatched when it is missing
+    or is not exactly the sender's encoding (base64url of UTF-8, padding stripped)."""
+    value = text_at(record, ("mail", "tags", name, 0))
+    if not value:
+        raise Unmatched(f"tag {name} missing")
     try:
-        DYNAMODB.update_item(
-            TableName=TABLE, Key=key, UpdateExpression=expression, ConditionExpression=condition,
-            ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure='ALL_OLD',
-            **extra)
-    except DYNAMODB.exceptions.ConditionalCheckFailedException as error:
-        old = error.response.get('Item')
-        if old: return old
-        raise Unmatched('no item')  # for these tags
+        # Lenient decoding; the round trip below checks the value was encoded by the sender.
+        text = base64.urlsafe_b64decode(value + "==").decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+        text = ""
+    if not text or base64.urlsafe_b64encode(text.encode("utf-8")).decode().rstrip("=") != value:
+        raise Unmatched(f"tag {name} undecodable")
+    return text
 
 
-def record(key, status, eid, values, facts, ses_id):
-    """Apply the event's status (if it ranks higher) and append it to the history; returns the
-    outcome: applied, recorded, duplicate or history_full."""
+# --- Apply and record --------------------------------------------------------------------------
+
+def update_item(key, update, condition, values, names=None):
+    """One conditional UpdateItem. Returns None when it applied, or the item as it was when the
+    condition failed; Unmatched when there is no item (no write ever creates one)."""
+    extra = {"ExpressionAttributeNames": names} if names else {}  # unused names are refused
+    try:
+        dynamodb.update_item(
+            TableName=TABLE_NAME, Key=key, UpdateExpression=update,
+            ConditionExpression=condition, ExpressionAttributeValues=values,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD", **extra)
+    except dynamodb.exceptions.ConditionalCheckFailedException as error:
+        existing = error.response.get("Item")
+        if existing:
+            return existing
+        raise Unmatched("no item") from None
+    return None
+
+
+def holds_event(item, event_id):
+    """Whether the item's history already holds the event."""
+    return event_id in item.get("eventIds", {}).get("SS", ())
+
+
+def apply_status(key, status, event_id, values, failure_details, ses_message_id):
+    """Set `status` and append the event, if `status` ranks higher than the item's. Returns
+    None when applied, else the item as it was."""
+    lower = {f":lower{index}": {"S": name}
+             for index, name in enumerate(s for s in STATUS_RANK if STATUS_RANK[s] <
+                                          STATUS_RANK[status])}
+    names = {"#status": "status", "#timestamp": "timestamp"}
+    details = {}
+    update = APPLY_STATUS
+    for attribute, text in failure_details.items():
+        names[f"#{attribute}"] = attribute
+        details[f":{attribute}"] = {"S": text}
+        update += f", #{attribute} = :{attribute}"
+    return update_item(
+        key,
+        update + " REMOVE claimExpiresAt",
+        f"{IS_NEW_EVENT} AND #status IN ({', '.join(lower)})",
+        {**values, **lower, **details, ":status": {"S": status},
+         ":now": {"N": str(int(time.time()))}, ":ses_message_id": {"S": ses_message_id}},
+        names,
+    )
+
+
+def record_event(key, status, event_id, values, failure_details, ses_message_id):
+    """Apply the event's status (if it ranks higher) and append the event to the history once;
+    returns the outcome: applied, recorded, duplicate or history_full."""
     if status:
-        lower = {':' + s: {'S': s} for s in RANK if RANK[s] < RANK[status]}
-        sets = {a: v for a, v in facts if a and v}  # the failure attributes
-        old = update(
-            key, APPLY + ''.join(f',#{a}=:{a}' for a in sets) + ' REMOVE claimExpiresAt',
-            NEW_EVENT + ' AND #status IN(' + ','.join(lower) + ')',
-            values | lower | {':status': {'S': status}, ':now': {'N': '%d' % time.time()},
-                              ':s': {'S': ses_id}} | {':' + a: {'S': v} for a, v in sets.items()},
-            ['status', 'timestamp', *sets])
-        if not old: return 'applied'
-        if eid in old.get('eventIds', {}).get('SS', ()): return 'duplicate'
-    old = update(key, HISTORY, NEW_EVENT, values)  # a lower or equal rank, or engagement
-    if not old: return 'recorded'
-    return 'duplicate' if eid in old.get('eventIds', {}).get('SS', ()) else 'history_full'
+        existing = apply_status(key, status, event_id, values, failure_details, ses_message_id)
+        if existing is None:
+            return "applied"
+        if holds_event(existing, event_id):
+            return "duplicate"
+    # A lower or equal rank, or an engagement event: the history only.
+    existing = update_item(key, APPEND_EVENT, IS_NEW_EVENT, values)
+    if existing is None:
+        return "recorded"
+    return "duplicate" if holds_event(existing, event_id) else "history_full"
+
+
+def event_id_of(record):
+    """The event's key. SNS and SQS duplicates are identical copies (the same JSON, so the same
+    dict); two real events of one email differ in their data (time, recipients, feedback id)."""
+    return hashlib.md5(str(record).encode("utf-8")).hexdigest()  # a dedup key, not security
 
 
 def process_record(sqs_record, metrics):
-    """Handle one SQS record, adding the names of the metrics it counts to `metrics`; returns its
-    log level (ERROR: a batch item failure)."""
-    info, level = {'message': 'feedback', 'sqsMessageId': sqs_record.get('messageId')}, 'INFO'
+    """Handle one SQS record, appending the names of the metrics it counts to `metrics`;
+    returns True when the record must be retried (a batch item failure)."""
+    fields = {"message": "feedback", "sqsMessageId": sqs_record.get("messageId")}
+    level = "INFO"
     try:
-        doc = parse(sqs_record.get('body'))
-        kind = doc.get('eventType', doc.get('notificationType'))
-        if kind == 'AmazonSnsSubscriptionSucceeded': raise Ignored(kind)
-        if type(kind) is not str or kind not in (
-                KINDS if 'eventType' in doc else NOTIFICATION_KINDS):
-            raise Malformed(f'unknown event type {kind!r}')
-        ses_id = pick(doc, 'mail.messageId')
-        if not ses_id: raise Malformed('mail.messageId missing')
-        status, metric, holder = (KINDS[kind] + '  ').split(' ')[:3]  # '' for none
-        data = doc.get(holder or kind[0].lower() + kind[1:], None if metric else {})
-        if type(data) is not dict: raise Malformed(f'no {kind} object')
-        info.update(eventType=kind, sesMessageId=ses_id, **{n: tag(doc, n) for n in KEY})
-        facts = [(a, pick(data, path or a)) for a, _, path in (f.partition('=') for f in FIELDS)]
-        info['detail'] = '/'.join(v for _, v in facts if v) or kind
-        # The event's key: SNS/SQS duplicates are identical copies (the same JSON, so the same
-        # dict); two real events of one email differ in their object (timestamp, recipients,
-        # feedback id).
-        eid = hashlib.md5(str(doc).encode()).hexdigest()  # a dedup key, not security
-        now = time.strftime('%FT%TZ', time.gmtime())
-        when = pick(data, 'timestamp') or pick(doc, 'mail.timestamp')
-        entry = {'type': {'S': kind}, 'time': {'S': when}, 'detail': {'S': info['detail']}}
-        outcome = record({n: {'S': info[n]} for n in KEY}, status, eid, {
-            ':k': {'S': eid}, ':i': {'SS': [eid]}, ':n': {'L': []}, ':e': {'L': [{'M': entry}]},
-            ':c': {'N': '99999' if status else '50'}, ':iso': {'S': now}}, facts, ses_id)
-        if metric and outcome != 'duplicate':  # each event counted once
-            metrics += [metric] + ['HardBounces'] * (facts[0][1] == 'Permanent')  # bounceType
-    except Exception as error:  # ours have a level; any other (DynamoDB, network, a bug) retries
-        if hasattr(error, 'level'):
-            outcome, level, info['reason'] = type(error).__name__.lower(), error.level, str(error)
-        else:
-            outcome, level, info['reason'] = 'retry', 'ERROR', repr(error)
-    if outcome == 'unmatched': metrics += ['UnmatchedFeedback']
-    log(level=level, outcome=outcome, **info)
-    return level
+        record = parse_body(sqs_record.get("body"))
+        event_type, kind = event_type_of(record)
+        ses_message_id = text_at(record, ("mail", "messageId"))
+        if not ses_message_id:
+            raise Malformed("mail.messageId missing")
+        data = event_data(record, event_type, kind)
+        fields.update(eventType=event_type, sesMessageId=ses_message_id)
+        fields.update({name: tag(record, name) for name in KEY_TAGS})
+
+        facts = [(fact.attribute, text_at(data, fact.path)) for fact in FACTS]
+        failure_details = {attribute: text for attribute, text in facts if attribute and text}
+        fields["detail"] = "/".join(text for _, text in facts if text) or event_type
+        event_id = event_id_of(record)
+        entry = {
+            "type": {"S": event_type},
+            "time": {"S": text_at(data, ("timestamp",)) or text_at(record, ("mail", "timestamp"))},
+            "detail": {"S": fields["detail"]},
+        }
+        history_cap = STATUS_HISTORY_CAP if kind.status else ENGAGEMENT_HISTORY_CAP
+        values = {
+            ":event_id": {"S": event_id},
+            ":event_id_set": {"SS": [event_id]},
+            ":no_events": {"L": []},
+            ":entry": {"L": [{"M": entry}]},
+            ":history_cap": {"N": str(history_cap)},
+            ":now_iso": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        }
+        key = {name: {"S": fields[name]} for name in KEY_TAGS}
+        outcome = record_event(key, kind.status, event_id, values, failure_details,
+                               ses_message_id)
+        if kind.metric and outcome != "duplicate":  # each distinct event counted once
+            metrics.append(kind.metric)
+            if failure_details.get("bounceType") == "Permanent":
+                metrics.append("HardBounces")
+    except (Malformed, Unmatched, Ignored) as problem:
+        outcome, level, fields["reason"] = problem.outcome, problem.level, str(problem)
+    except Exception as error:  # DynamoDB, the network, a bug: retried
+        outcome, level, fields["reason"] = "retry", "ERROR", repr(error)
+    if outcome == "unmatched":
+        metrics.append("UnmatchedFeedback")
+    log(level=level, outcome=outcome, **fields)
+    return level == "ERROR"
 
 
 def lambda_handler(event, context):
     """SQS batch in, partial batch failures out, one EMF line for the whole batch."""
-    records, metrics = event.get('Records'), []
-    if not records: log(level='WARNING', message='no records in event', outcome='empty')
-    failures = [{'itemIdentifier': r['messageId']} for r in records or ()
-                if process_record(r, metrics) == 'ERROR']
+    records = event.get("Records")
+    if not records:
+        log(level="WARNING", message="no records in event", outcome="empty")
+    metrics = []
+    failures = [{"itemIdentifier": record["messageId"]} for record in records or ()
+                if process_record(record, metrics)]
     # CloudWatch Embedded Metric Format: non-zero counts only, no dimensions.
-    counts = {n: metrics.count(n) for n in metrics}
-    if counts: log(_aws={'Timestamp': int(time.time() * 1000), 'CloudWatchMetrics': [{
-        'Namespace': NAMESPACE, 'Dimensions': [[]],
-        'Metrics': [{'Name': n, 'Unit': 'Count'} for n in counts]}]}, **counts)
-    return {'batchItemFailures': failures}
+    counts = {name: metrics.count(name) for name in metrics}
+    if counts:
+        log(_aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+            "Namespace": METRICS_NAMESPACE, "Dimensions": [[]],
+            "Metrics": [{"Name": name, "Unit": "Count"} for name in counts]}]}, **counts)
+    return {"batchItemFailures": failures}

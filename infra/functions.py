@@ -35,6 +35,13 @@ CHECKOV_SKIPS = [
 ]
 
 
+# Each function's logical id -> its handler, `handlers/<name>.py`, embedded as its ZipFile code.
+HANDLER_FILES = {
+    "LambdaSendOrderEmail": "send_order_email",
+    "LambdaSesFeedbackProcessor": "ses_feedback_processor",
+}
+
+
 @dataclass(frozen=True)
 class LogGroups:
     send: LogGroup
@@ -73,8 +80,7 @@ def add_log_groups(t: Template, params: Params, *, key: EncryptionKey) -> LogGro
     )
 
 
-def _function(t: Template, params: Params, *, title: str, name: str, handler: str,
-              timeout: int, role: Role, log_group: LogGroup,
+def _function(t: Template, params: Params, *, title: str, name: str, timeout: int, role: Role, log_group: LogGroup,
               key: EncryptionKey, variables: dict) -> Function:
     return add(t, Function(
         title,
@@ -85,7 +91,7 @@ def _function(t: Template, params: Params, *, title: str, name: str, handler: st
         MemorySize=settings.MEMORY_MB,
         Timeout=timeout,
         Role=GetAtt(role, "Arn"),
-        Code=Code(ZipFile=embedded_code(handler)),
+        Code=Code(ZipFile=embedded_code(HANDLER_FILES[title])),
         Environment=Environment(Variables=variables),
         KmsKeyArn=GetAtt(key.key, "Arn"),
         # Text format (the default): the handlers print their own JSON lines and EMF documents.
@@ -118,7 +124,7 @@ def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Rol
     namespace = Sub(f"${{{ENV}}}/EmailNotifications")
     send = _function(
         t, params, title="LambdaSendOrderEmail", name=settings.SEND_FUNCTION_NAME,
-        handler="send_order_email", timeout=settings.SEND_TIMEOUT_S,
+        timeout=settings.SEND_TIMEOUT_S,
         role=roles.send, log_group=log_groups.send, key=key,
         variables={
             "EMAIL_DELIVERIES_TABLE": table.table.ref(),
@@ -133,7 +139,7 @@ def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Rol
     )
     feedback = _function(
         t, params, title="LambdaSesFeedbackProcessor", name=settings.FEEDBACK_FUNCTION_NAME,
-        handler="ses_feedback_processor", timeout=settings.FEEDBACK_TIMEOUT_S,
+        timeout=settings.FEEDBACK_TIMEOUT_S,
         role=roles.feedback, log_group=log_groups.feedback, key=key,
         variables={
             "EMAIL_DELIVERIES_TABLE": table.table.ref(),

@@ -1,19 +1,22 @@
 """Shared fixtures: fake AWS credentials, handler loading, event fixtures, a fake Lambda context.
 
-Handler tests run twice, once on the readable file in `handlers/` and once on the code embedded in
-the template (`infra.code.embedded_code`, the exact `ZipFile` text; `test_code.py` proves `dist/`
-holds that text). Each load is a fresh module named `index`, as Lambda runs it.
+Handler tests run the code the template embeds: the function's `ZipFile` text in the template the
+build renders (`test_code.py` proves it is the file in `handlers/` byte for byte). Each load is a
+fresh module named `index`, as Lambda runs it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 from pathlib import Path
 
 import pytest
 
-from infra.code import embedded_code, handler_path, load_as_index
+import infra
+from infra.code import load_as_index
+from infra.functions import HANDLER_FILES
 
 TESTS_DIR = Path(__file__).resolve().parent
 EVENTS_DIR = TESTS_DIR / "events"
@@ -35,20 +38,18 @@ def aws_credentials(monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def load_handler(name: str, variant: str = "source") -> types.ModuleType:
-    """Load `handlers/<name>.py` as module `index`; `variant="embedded"` loads the ZipFile text."""
-    path = handler_path(name)
-    if variant == "source":
-        return load_as_index(path.read_text(encoding="utf-8"), str(path))
-    if variant == "embedded":
-        return load_as_index(embedded_code(name), f"<ZipFile of {path.name}>")
-    raise ValueError(f"unknown handler variant {variant!r}")
+@functools.lru_cache(maxsize=1)
+def embedded_handlers() -> dict[str, str]:
+    """The ZipFile code of each function in the template the build renders, by handler name."""
+    resources = json.loads(infra.build().to_json())["Resources"]
+    return {handler: resources[function]["Properties"]["Code"]["ZipFile"]
+            for function, handler in HANDLER_FILES.items()}
 
 
-@pytest.fixture(params=["source", "embedded"])
-def handler_variant(request) -> str:
-    """Parametrize a test over the readable handler file and the embedded ZipFile code."""
-    return request.param
+def load_handler(name: str) -> types.ModuleType:
+    """The function whose handler is `handlers/<name>.py`, loaded from its ZipFile code as module
+    `index` (the environment variables it reads must be set first)."""
+    return load_as_index(embedded_handlers()[name], f"handlers/{name}.py (ZipFile)")
 
 
 def load_event(relative: str) -> dict:

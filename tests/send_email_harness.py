@@ -151,7 +151,7 @@ class Stack:
     ses_requests: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, monkeypatch, variant: str, production: bool = True, **overrides: str) -> "Stack":
+    def start(cls, monkeypatch, production: bool = True, **overrides: str) -> "Stack":
         """Create the resources, then load the handler (its clients are module level)."""
         for name, value in {**env(production), **overrides}.items():
             monkeypatch.setenv(name, value)
@@ -161,7 +161,7 @@ class Stack:
         ses = aws_client("ses")
         ses.verify_domain_identity(Domain="shop.example.com")
         ses.create_configuration_set(ConfigurationSet={"Name": CONFIG_SET})
-        stack = cls(handler=load_handler("send_order_email", variant), dynamodb=dynamodb)
+        stack = cls(handler=load_handler("send_order_email"), dynamodb=dynamodb)
 
         real_call = botocore.client.BaseClient._make_api_call
 

@@ -2,8 +2,8 @@
 API-call budget and embeddability. Idempotency, faults and bad input have their own files
 (`test_send_order_email_{idempotency,faults,validation}.py`).
 
-Every handler test runs twice (`handler_variant`): on `handlers/send_order_email.py` and on the
-exact code embedded in the template.
+Every handler test runs the code exactly as the template embeds it (its ZipFile text, which
+`test_code.py` proves is `handlers/send_order_email.py` byte for byte).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from moto import mock_aws
 
 from conftest import load_event, load_handler
-from infra.code import embedded_code, handler_path
+from infra.code import handler_path
 from send_email_harness import (
     CONFIG_SET,
     FROM_ADDRESS,
@@ -37,15 +37,15 @@ from send_email_harness import (
 
 
 @pytest.fixture
-def stack(monkeypatch, handler_variant):
+def stack(monkeypatch):
     with mock_aws():
-        yield Stack.start(monkeypatch, handler_variant, production=True)
+        yield Stack.start(monkeypatch, production=True)
 
 
 @pytest.fixture
-def sandbox(monkeypatch, handler_variant):
+def sandbox(monkeypatch):
     with mock_aws():
-        yield Stack.start(monkeypatch, handler_variant, production=False)
+        yield Stack.start(monkeypatch, production=False)
 
 
 def epoch(iso: str) -> int:
@@ -108,14 +108,14 @@ def test_sandbox_mode_redirects_to_the_test_inbox_and_says_so(sandbox):
     [("true", True), ("TRUE", True), (" True ", True), ("false", False), ("", False),
      ("yes", False), ("1", False)],
 )
-def test_only_the_word_true_enables_production_sending(monkeypatch, handler_variant, flag,
+def test_only_the_word_true_enables_production_sending(monkeypatch, flag,
                                                        production):
     # GIVEN ENABLE_PRODUCTION_SES set to `flag` WHEN the module loads THEN only "true" (any case)
     # sends to customers: a typo must fail safe, into the sandbox.
     for name, value in env(production=True).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ENABLE_PRODUCTION_SES", flag)
-    assert load_handler("send_order_email", handler_variant).PRODUCTION is production
+    assert load_handler("send_order_email").PRODUCTION is production
 
 
 def test_sns_envelope_is_unwrapped(stack):
@@ -216,7 +216,7 @@ def test_one_valid_order_costs_three_api_calls_and_no_put_metric_data(stack):
     assert len(stack.api_calls) <= 3 and "PutMetricData" not in stack.api_calls
 
 
-def test_loading_the_module_makes_no_api_call(monkeypatch, handler_variant):
+def test_loading_the_module_makes_no_api_call(monkeypatch):
     # GIVEN every AWS call counted WHEN the handler module loads (cold start) THEN no call is made
     calls = []
     real = botocore.client.BaseClient._make_api_call
@@ -228,7 +228,7 @@ def test_loading_the_module_makes_no_api_call(monkeypatch, handler_variant):
     for name, value in env(production=True).items():
         monkeypatch.setenv(name, value)
     with mock_aws():
-        module = load_handler("send_order_email", handler_variant)
+        module = load_handler("send_order_email")
     assert calls == []
     # AND the two clients follow the contract: SES v1 and low-level DynamoDB, standard retries
     assert [c.meta.service_model.service_name for c in (module.ses, module.dynamodb)] == [
@@ -270,11 +270,11 @@ def test_an_empty_batch_prints_no_metrics(stack):
 
 
 @pytest.mark.parametrize("production", [True, False])
-def test_logs_are_one_json_line_per_record_with_masked_addresses(monkeypatch, handler_variant,
+def test_logs_are_one_json_line_per_record_with_masked_addresses(monkeypatch,
                                                                  production):
     # GIVEN production or sandbox mode, and a sent order, a duplicate and an invalid message
     with mock_aws():
-        stack = Stack.start(monkeypatch, handler_variant, production=production)
+        stack = Stack.start(monkeypatch, production=production)
         run = stack.invoke(order_body(), order_body(), order_body(customerEmail="ada@@example.com"))
         [email] = stack.emails
     # THEN each record has one JSON log line with its orderId and outcome
@@ -305,18 +305,13 @@ def test_mask_email_keeps_only_the_first_letter_and_the_domain(monkeypatch, addr
     assert load_handler("send_order_email").mask_email(address) == masked
 
 
-# --- embeddability -----------------------------------------------------------------------------
+# --- the module ---------------------------------------------------------------------------------
 
-# infra/code.py embeds the handler with comments/docstrings stripped; the template (both handlers
-# and every resource) must stay under the 51,200-byte inline limit of `aws cloudformation deploy`.
-# The budget is counted as the template counts it: the code as a JSON string (every newline,
-# backslash and double quote escaped).
-EMBEDDED_BUDGET = 7500
 ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {"boto3", "botocore"}
 
 
-def test_handler_is_embeddable_stdlib_and_boto3_only_and_within_budget():
-    # GIVEN the readable source WHEN it is embedded as ZipFile code THEN it needs nothing else
+def test_handler_imports_only_the_standard_library_and_boto3():
+    # GIVEN the handler runs as ZipFile code: only the Lambda runtime's packages exist there
     source = handler_path("send_order_email").read_text(encoding="utf-8")
     tree = ast.parse(source)
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
@@ -324,7 +319,3 @@ def test_handler_is_embeddable_stdlib_and_boto3_only_and_within_budget():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert imported <= ALLOWED_IMPORTS
-    # AND it renders cleanly in the YAML template (no tabs, no trailing whitespace)
-    for number, line in enumerate(source.splitlines(), start=1):
-        assert "\t" not in line and line == line.rstrip(), f"line {number}"
-    assert len(json.dumps(embedded_code("send_order_email"))) <= EMBEDDED_BUDGET

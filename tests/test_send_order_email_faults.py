@@ -29,9 +29,9 @@ ORDER_ID = "ORD-20261127-0001"
 
 
 @pytest.fixture
-def stack(monkeypatch, handler_variant):
+def stack(monkeypatch):
     with mock_aws():
-        yield Stack.start(monkeypatch, handler_variant, production=True)
+        yield Stack.start(monkeypatch, production=True)
 
 
 def expire_claim(stack):
@@ -300,10 +300,10 @@ def test_account_level_ses_state_is_not_the_orders_fault_so_the_order_is_kept_fo
     assert len(stack.emails) == 1 and stack.item(ORDER_ID)["status"] == "SENT"
 
 
-def test_unverified_sender_is_a_permanent_rejection_from_ses_itself(monkeypatch, handler_variant):
+def test_unverified_sender_is_a_permanent_rejection_from_ses_itself(monkeypatch):
     # GIVEN a From address SES (moto) has not verified: SES itself answers MessageRejected
     with mock_aws():
-        stack = Stack.start(monkeypatch, handler_variant,
+        stack = Stack.start(monkeypatch,
                             SES_FROM_ADDRESS="shop@unverified.example")
         run = stack.invoke(order_body())
         # THEN the order is FAILED, not retried
@@ -353,10 +353,10 @@ def test_an_unexpected_error_in_one_record_never_fails_the_batch(stack, monkeypa
 
 
 def test_sandbox_without_a_test_address_retries_instead_of_emailing_the_customer(
-        monkeypatch, handler_variant):
+        monkeypatch):
     # GIVEN sandbox mode with TEST_EMAIL_ADDRESS empty (a misconfigured stack)
     with mock_aws():
-        stack = Stack.start(monkeypatch, handler_variant, production=False, TEST_EMAIL_ADDRESS="")
+        stack = Stack.start(monkeypatch, production=False, TEST_EMAIL_ADDRESS="")
         run = stack.invoke(order_body())
         # THEN nothing is sent to anyone and the order stays on the queue (then the DLQ)
         assert run.failures == ["msg-0"]

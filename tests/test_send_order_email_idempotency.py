@@ -20,9 +20,9 @@ ORDER_ID = "ORD-20261127-0001"
 
 
 @pytest.fixture
-def stack(monkeypatch, handler_variant):
+def stack(monkeypatch):
     with mock_aws():
-        yield Stack.start(monkeypatch, handler_variant, production=True)
+        yield Stack.start(monkeypatch, production=True)
 
 
 def test_same_order_three_times_in_one_batch_sends_one_email(stack):

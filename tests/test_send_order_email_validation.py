@@ -43,13 +43,13 @@ _MODULES: dict[str, Any] = {}
 
 
 @pytest.fixture
-def handler(monkeypatch, handler_variant):
-    """The handler for pure validation tests (no AWS call is made), loaded once per variant."""
-    if handler_variant not in _MODULES:
+def handler(monkeypatch):
+    """The handler for pure validation tests (no AWS call is made), loaded once."""
+    if "send_order_email" not in _MODULES:
         for name, value in env(production=True).items():
             monkeypatch.setenv(name, value)
-        _MODULES[handler_variant] = load_handler("send_order_email", handler_variant)
-    return _MODULES[handler_variant]
+        _MODULES["send_order_email"] = load_handler("send_order_email")
+    return _MODULES["send_order_email"]
 
 
 def test_the_fixture_covers_at_least_twenty_distinct_bad_inputs():
@@ -67,12 +67,12 @@ def test_bad_input_is_refused_with_a_precise_reason(handler, case):
 
 
 def test_every_bad_input_is_a_logged_batch_item_failure_and_valid_neighbours_still_go_out(
-        monkeypatch, handler_variant):
+        monkeypatch):
     # GIVEN one batch: a valid order, every bad input, another valid order
     bodies = [order_body(orderId="ORD-FIRST"), *(case_body(c) for c in CASES),
               order_body(orderId="ORD-LAST")]
     with mock_aws():
-        stack = Stack.start(monkeypatch, handler_variant)
+        stack = Stack.start(monkeypatch)
         # WHEN it is handled (nothing may crash)
         run = stack.invoke(*bodies)
         emails = stack.emails

@@ -222,14 +222,14 @@ def test_a_record_without_a_body_is_malformed(handler, table, capsys):
 
 def failing_for(handler, patch, order_id: str, error: Exception) -> None:
     """Make UpdateItem raise `error` for `order_id` only; other items go to moto."""
-    real = handler.DYNAMODB.update_item
+    real = handler.dynamodb.update_item
 
     def update_item(**kwargs):
         if kwargs["Key"]["orderId"]["S"] == order_id:
             raise error
         return real(**kwargs)
 
-    patch.setattr(handler.DYNAMODB, "update_item", update_item)
+    patch.setattr(handler.dynamodb, "update_item", update_item)
 
 
 @pytest.mark.parametrize(

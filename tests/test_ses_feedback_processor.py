@@ -172,9 +172,9 @@ def table(aws, monkeypatch):
 
 
 @pytest.fixture
-def handler(table, handler_variant):
+def handler(table):
     """The handler loaded as module `index` inside moto (its client is created at import)."""
-    return load_handler("ses_feedback_processor", handler_variant)
+    return load_handler("ses_feedback_processor")
 
 
 # --- 1. each event type: status and details ----------------------------------------------------

@@ -48,7 +48,7 @@ class FakeSes:
 
 
 @pytest.fixture
-def sender(table, handler_variant, monkeypatch):
+def sender(table, monkeypatch):
     """The real sender, configured as the template does, sharing the moto table."""
     for name, value in {
         "SES_FROM_ADDRESS": "orders@shop.example.com", "SES_CONFIG_SET": "test-ses-config-set",
@@ -56,7 +56,7 @@ def sender(table, handler_variant, monkeypatch):
         "RECORD_TTL_DAYS": "90",
     }.items():
         monkeypatch.setenv(name, value)
-    return load_handler("send_order_email", handler_variant)
+    return load_handler("send_order_email")
 
 
 def ses_event(name: str, tags: dict) -> dict:
