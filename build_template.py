@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import infra
-from infra import compact_yaml, cost, docs
+# cfn-flip reads its line width from this variable when it is imported; the deploy file must not
+# depend on the environment of whoever builds it.
+os.environ.pop("CFN_MAX_COL_WIDTH", None)
+
+import cfn_flip  # noqa: E402  (after the line above, on purpose)
+
+import infra  # noqa: E402
+from infra import cost, docs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DEPLOY_FILE = "dist/template.yaml"
 JSON_FILE = "dist/template.json"
-DEPLOY_LIMIT_BYTES = 51_200  # what `aws cloudformation deploy` accepts without --s3-bucket
+# CloudFormation's limit for a template it reads from S3: `aws cloudformation deploy --s3-bucket`
+# uploads it there, and the README always deploys through a bucket.
+DEPLOY_LIMIT_BYTES = 1_048_576
 README = "README.md"
 DIAGRAM = "dist/architecture.mmd"
 README_COST_VOLUMES = (2_000, 20_000)
@@ -33,16 +42,16 @@ README_COST_VOLUMES = (2_000, 20_000)
 def render() -> dict[str, str]:
     """Every generated file, by path relative to the repository root.
 
-    `template.yaml` is the file `aws cloudformation deploy` sends (at most 51,200 bytes without
-    an S3 bucket): compact YAML, one resource property per line (infra/compact_yaml.py).
-    `template.json` is the same template as indented JSON, for tools and reviews.
+    `template.yaml` is the deploy file: CloudFormation YAML as cfn-flip writes it (block style,
+    short-form intrinsic functions, the handlers' code as literal blocks). `template.json` is the
+    same template as indented JSON, for tools that read JSON.
     """
     as_json = infra.build().to_json(indent=1, sort_keys=True) + "\n"
     template = json.loads(as_json)
     diagram = docs.architecture_mermaid(template)
     return {
         JSON_FILE: as_json,
-        DEPLOY_FILE: compact_yaml.dumps(template),
+        DEPLOY_FILE: cfn_flip.to_yaml(as_json),
         DIAGRAM: diagram,
         README: render_readme((ROOT / README).read_text(encoding="utf-8"), template, diagram),
     }
@@ -61,6 +70,21 @@ def render_readme(text: str, template: dict, diagram: str) -> str:
     for name, body in sections.items():
         text = docs.replace_section(text, name, body)
     return text
+
+
+class TooLarge(ValueError):
+    """The deploy file is larger than CloudFormation accepts."""
+
+
+def check_size(files: dict[str, str]) -> int:
+    """The deploy file's size in bytes; TooLarge above CloudFormation's limit."""
+    size = len(files[DEPLOY_FILE].encode("utf-8"))
+    if size > DEPLOY_LIMIT_BYTES:
+        raise TooLarge(
+            f"{DEPLOY_FILE} is {size:,} bytes, over the {DEPLOY_LIMIT_BYTES:,} bytes CloudFormation "
+            "accepts for a template, even through an S3 bucket: move code or data out of the "
+            "template before deploying")
+    return size
 
 
 def stale_files(files: dict[str, str]) -> list[str]:
@@ -134,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         files = render()
-    except docs.MissingMarker as exc:
+        check_size(files)
+    except (docs.MissingMarker, TooLarge) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:
@@ -151,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     write(files)
     for relative, content in files.items():
         size = len(content.encode("utf-8"))
-        note = f"  (deploy file; limit {DEPLOY_LIMIT_BYTES:,})" if relative == DEPLOY_FILE else ""
+        note = ""
+        if relative == DEPLOY_FILE:
+            note = (f"  (deploy file: {size / DEPLOY_LIMIT_BYTES:.1%} of the "
+                    f"{DEPLOY_LIMIT_BYTES:,} bytes CloudFormation accepts through an S3 bucket)")
         print(f"wrote {relative}: {size:,} bytes{note}")
     print(f"{resource_count(files)} resources, built in {time.perf_counter() - started:.2f} s")
     return 0

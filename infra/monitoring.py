@@ -42,13 +42,22 @@ class Monitoring:
     budget: Budget
 
 
-def _alarm(t: Template, params: Params, topics: Topics, title: str, *, missing: str,
-           **props) -> Alarm:
-    # No AlarmName and no AlarmDescription: CloudFormation names the alarm `<stack>-<logical
-    # id>-<suffix>`, and the logical id is the heading of its README runbook entry, which says
-    # what it means and what to do. (Every byte counts: 51,200-byte inline deploy limit.)
+RUNBOOK = "README.md, Operations runbook"
+
+
+def alarm_name(slug: str) -> Sub:
+    """`<env>-<slug>`: what the on-call engineer sees in the notification and the console."""
+    return physical(slug)
+
+
+def _alarm(t: Template, params: Params, topics: Topics, title: str, *, slug: str, meaning: str,
+           missing: str, **props) -> Alarm:
+    """An alarm named `<env>-<slug>` whose description says what it means and names its runbook
+    entry (the README heading `slug`)."""
     return add(t, Alarm(
         title,
+        AlarmName=alarm_name(slug),
+        AlarmDescription=f"{meaning} Runbook: {RUNBOOK}, entry '{slug}'.",
         AlarmActions=[topics.alarms.ref()],
         TreatMissingData=missing,
         Tags=tags(params.env),
@@ -68,11 +77,11 @@ def _count(metric_id: str, name: str, period: int) -> MetricDataQuery:
     )
 
 
-def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
-                period: int, min_emails: int) -> Alarm:
+def _rate_alarm(t, params, topics, title, *, slug: str, meaning: str, events: str,
+                threshold_pct: float, period: int, min_emails: int) -> Alarm:
     """`events` / `EmailsSent` in percent over `period`, only once `min_emails` were sent."""
     return _alarm(
-        t, params, topics, title, missing=NOT_BREACHING,
+        t, params, topics, title, slug=slug, meaning=meaning, missing=NOT_BREACHING,
         Metrics=[
             _count("sent", "EmailsSent", period),
             _count("events", events, period),
@@ -88,14 +97,14 @@ def _rate_alarm(t, params, topics, title, *, events: str, threshold_pct: float,
     )
 
 
-def _metric_alarm(t, params, topics, title, *, namespace, metric, stat,
+def _metric_alarm(t, params, topics, title, *, slug: str, meaning: str, namespace, metric, stat,
                   dimensions: dict | None = None, threshold, period=settings.ALARM_PERIOD_S,
                   evaluation_periods=1, missing=NOT_BREACHING) -> Alarm:
     extra = {}
     if dimensions:
         extra["Dimensions"] = [MetricDimension(Name=k, Value=v) for k, v in dimensions.items()]
     return _alarm(
-        t, params, topics, title, missing=missing,
+        t, params, topics, title, slug=slug, meaning=meaning, missing=missing,
         Namespace=namespace,
         MetricName=metric,
         Statistic=stat,
@@ -118,8 +127,13 @@ def _reputation_alarm(t, params, topics) -> Alarm:
             ReturnData=False,
         )
     bounce, complaint = settings.SES_REVIEW_BOUNCE_RATE, settings.SES_REVIEW_COMPLAINT_RATE
+    share = settings.SES_REPUTATION_ALARM_SHARE
     return _alarm(
-        t, params, topics, "AlarmSesReputation",
+        t, params, topics, "AlarmSesReputation", slug="ses-reputation-at-risk",
+        meaning=(f"The account's SES bounce rate passed {share * bounce:.1%} or its complaint "
+                 f"rate {share * complaint:.2%} ({share:.0%} of the {bounce:.0%} and "
+                 f"{complaint:.1%} at which AWS reviews the account). It covers every sender in "
+                 "the account and does not clear itself when sending stops."),
         # A reputation problem must not clear itself because sending stopped.
         missing=IGNORE,
         Metrics=[metric("bounce", "Reputation.BounceRate"),
@@ -128,28 +142,32 @@ def _reputation_alarm(t, params, topics) -> Alarm:
                                  Expression=f"MAX([bounce/{bounce},complaint/{complaint}])",
                                  ReturnData=True)],
         EvaluationPeriods=1,
-        Threshold=settings.SES_REPUTATION_ALARM_SHARE,
+        Threshold=share,
         ComparisonOperator="GreaterThanThreshold",
     )
 
 
-def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, label: str,
-                  max_age_s: int) -> list[Alarm]:
+def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, *, label: str, slug: str,
+                  what: str, max_age_s: int, dlq_meaning: str) -> list[Alarm]:
     return [
         _metric_alarm(
-            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty",
+            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty", slug=f"{slug}-dlq-not-empty",
+            meaning=dlq_meaning,
             namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible", stat="Maximum",
             dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
         ),
         _metric_alarm(
-            t, params, topics, f"Alarm{label}QueueMessageAge",
+            t, params, topics, f"Alarm{label}QueueMessageAge", slug=f"{slug}-queue-backlog",
+            meaning=(f"The oldest {what} in the {slug} queue has waited more than "
+                     f"{max_age_s // 60} minutes."),
             namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
             dimensions={"QueueName": queue.get_att("QueueName")}, threshold=max_age_s,
         ),
     ]
 
 
-def _function_alarm(t, params, topics, title: str, function: Function) -> Alarm:
+def _function_alarm(t, params, topics, title: str, function: Function, *, slug: str,
+                    meaning: str) -> Alarm:
     """Errors (crashes and timeouts: record-level failures are reported per record and do not
     count) or throttles (the account's concurrency is exhausted) of one function: one alarm, so
     the function's health is one signal; the dashboard and the runbook tell which."""
@@ -165,7 +183,7 @@ def _function_alarm(t, params, topics, title: str, function: Function) -> Alarm:
             ReturnData=False,
         )
     return _alarm(
-        t, params, topics, title, missing=NOT_BREACHING,
+        t, params, topics, title, slug=slug, meaning=meaning, missing=NOT_BREACHING,
         Metrics=[metric("errors", "Errors"), metric("throttles", "Throttles"),
                  MetricDataQuery(Id="total", Expression="FILL(errors,0)+FILL(throttles,0)",
                                  ReturnData=True)],
@@ -177,30 +195,54 @@ def _function_alarm(t, params, topics, title: str, function: Function) -> Alarm:
 
 def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
                functions: Functions) -> list[Alarm]:
+    hours = settings.BOUNCE_RATE_PERIOD_S // 3600
     alarms = [
-        _rate_alarm(t, params, topics, "AlarmHighBounceRate",
-                    events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
-                    period=settings.BOUNCE_RATE_PERIOD_S,
-                    min_emails=settings.BOUNCE_RATE_MIN_EMAILS),
-        _rate_alarm(t, params, topics, "AlarmHighComplaintRate",
-                    events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
-                    period=settings.COMPLAINT_RATE_PERIOD_S,
-                    min_emails=settings.COMPLAINT_RATE_MIN_EMAILS),
+        _rate_alarm(
+            t, params, topics, "AlarmHighBounceRate", slug="bounce-rate-high",
+            meaning=(f"More than {settings.BOUNCE_RATE_ALARM_PCT} % of this stack's emails "
+                     f"bounced over {hours} hours (counted once "
+                     f"{settings.BOUNCE_RATE_MIN_EMAILS} were sent): half of the 5 % at which "
+                     "AWS reviews the account."),
+            events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
+            period=settings.BOUNCE_RATE_PERIOD_S, min_emails=settings.BOUNCE_RATE_MIN_EMAILS),
+        _rate_alarm(
+            t, params, topics, "AlarmHighComplaintRate", slug="complaint-rate-high",
+            meaning=(f"More than {settings.COMPLAINT_RATE_ALARM_PCT} % of this stack's emails "
+                     f"were marked as spam over {settings.COMPLAINT_RATE_PERIOD_S // 3600} hours "
+                     f"(counted once {settings.COMPLAINT_RATE_MIN_EMAILS} were sent): half of "
+                     "the 0.1 % at which AWS reviews the account."),
+            events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
+            period=settings.COMPLAINT_RATE_PERIOD_S,
+            min_emails=settings.COMPLAINT_RATE_MIN_EMAILS),
         _reputation_alarm(t, params, topics),
         _metric_alarm(
-            t, params, topics, "AlarmEmailSendFailures",
+            t, params, topics, "AlarmEmailSendFailures", slug="send-failures",
+            meaning=(f"More than {settings.SEND_FAILURES_THRESHOLD} SES send attempts failed "
+                     f"in {settings.ALARM_PERIOD_S // 60} minutes: throttling, an account or "
+                     "setup problem (retried), or emails SES refused for good (FAILED)."),
             namespace=Sub(NAMESPACE), metric="SendFailures", stat="Sum",
             threshold=settings.SEND_FAILURES_THRESHOLD,
         ),
     ]
-    alarms += _queue_alarms(t, params, topics, queues.send, queues.send_dlq, "Send",
-                            settings.SEND_QUEUE_MAX_AGE_S)
-    alarms += _queue_alarms(t, params, topics, queues.feedback, queues.feedback_dlq, "Feedback",
-                            settings.FEEDBACK_QUEUE_MAX_AGE_S)
-    alarms.append(_function_alarm(t, params, topics, "AlarmSendFunctionErrorsOrThrottles",
-                                  functions.send))
-    alarms.append(_function_alarm(t, params, topics, "AlarmFeedbackFunctionErrorsOrThrottles",
-                                  functions.feedback))
+    alarms += _queue_alarms(
+        t, params, topics, queues.send, queues.send_dlq, label="Send", slug="send",
+        what="order", max_age_s=settings.SEND_QUEUE_MAX_AGE_S,
+        dlq_meaning=("Orders that could not be emailed after 5 attempts, or invalid order "
+                     "messages, wait in the send dead-letter queue for an operator."))
+    alarms += _queue_alarms(
+        t, params, topics, queues.feedback, queues.feedback_dlq, label="Feedback",
+        slug="feedback", what="SES event", max_age_s=settings.FEEDBACK_QUEUE_MAX_AGE_S,
+        dlq_meaning=("SES events that could not be recorded after 5 attempts wait in the "
+                     "feedback dead-letter queue: the emails went out, their status lags."))
+    alarms.append(_function_alarm(
+        t, params, topics, "AlarmSendFunctionErrorsOrThrottles", functions.send,
+        slug="send-function-errors",
+        meaning=("The send function crashed, timed out or was throttled (record-level failures "
+                 "are retried per record and do not count).")))
+    alarms.append(_function_alarm(
+        t, params, topics, "AlarmFeedbackFunctionErrorsOrThrottles", functions.feedback,
+        slug="feedback-function-errors",
+        meaning="The feedback function crashed, timed out or was throttled."))
     return alarms
 
 
@@ -275,7 +317,9 @@ def dashboard_body() -> dict:
 
 
 def add_dashboard(t: Template, params: Params) -> Dashboard:
-    body = json.dumps(dashboard_body(), sort_keys=True, separators=(",", ":"))
+    # Indented, so that the deploy file shows it as a readable block and a diff shows which
+    # widget changed.
+    body = json.dumps(dashboard_body(), sort_keys=True, indent=2)
     return add(t, Dashboard(
         "CloudWatchDashboard",
         DashboardName=physical(settings.DASHBOARD_NAME),

@@ -42,57 +42,81 @@ def add_parameters(t: Template) -> Params:
     p = Params(
         env=t.add_parameter(Parameter(
             ENV, Type="String", Default="dev", AllowedPattern=ENV_PATTERN,
-            Description="Prefix of every physical name: dev, staging, prod...",
+            Description=(
+                "Name of this environment, such as dev, staging or prod. Every resource name "
+                "starts with it, so several environments can live in one account."),
             ConstraintDescription="1-20 of a-z, 0-9 and -, starting with a letter",
         )),
         verified_domain=t.add_parameter(Parameter(
             "VerifiedDomain", Type="String", AllowedPattern=DOMAIN_PATTERN,
-            Description="Sending domain, e.g. shop.example.com",
+            Description=(
+                "The domain the emails are sent from, such as shop.example.com. With "
+                "CreateEmailIdentity=true the stack creates its SES identity, and you publish "
+                "the three DkimRecord outputs in its DNS zone."),
             ConstraintDescription="a lower-case domain name",
         )),
         from_address=t.add_parameter(Parameter(
             "SesFromAddress", Type="String", AllowedPattern=EMAIL_PATTERN,
-            Description="From address of every email, in VerifiedDomain",
+            Description=(
+                "The From address of every email, in VerifiedDomain, such as "
+                "orders@shop.example.com."),
             ConstraintDescription="one e-mail address",
         )),
         enable_production_ses=t.add_parameter(Parameter(
             "EnableProductionSES", Type="String", Default="false", AllowedValues=["true", "false"],
-            Description="false: every email goes to TestEmailAddress (SES sandbox)",
+            Description=(
+                "Set to true to email the customers. With false, every email goes to "
+                "TestEmailAddress instead: the safe choice while the account is in the SES "
+                "sandbox."),
         )),
         test_email=t.add_parameter(Parameter(
             "TestEmailAddress", Type="String", AllowedPattern=EMAIL_PATTERN,
-            Description="Verified address that gets every email in sandbox mode",
+            Description=(
+                "The address that receives every email while EnableProductionSES is false. "
+                "Verify it in SES first: the sandbox only delivers to verified addresses."),
             ConstraintDescription="one e-mail address",
         )),
         alarm_email=t.add_parameter(Parameter(
             "AlarmEmail", Type="String", Default="",
             AllowedPattern=EMAIL_PATTERN.rstrip("$") + "$|^$",
-            Description="On-call e-mail for alarms (empty: none)",
+            Description=(
+                "The on-call address that receives alarm and budget notifications (confirm the "
+                "subscription e-mail AWS sends to it). Leave it empty for no e-mail."),
             ConstraintDescription="empty or one e-mail address",
         )),
         monthly_budget=t.add_parameter(Parameter(
             "MonthlyBudgetUsd", Type="Number", Default=settings.DEFAULT_MONTHLY_BUDGET_USD,
             MinValue=1,
-            Description="Alerts at 80 % actual and 100 % forecast",
+            Description=(
+                "Monthly cost budget of the whole account, in US dollars. The alarms topic is "
+                "notified when actual spend reaches 80 % of it or forecast spend 100 %."),
         )),
         send_max_concurrency=t.add_parameter(Parameter(
             "SendMaxConcurrency", Type="Number", Default=settings.DEFAULT_SEND_MAX_CONCURRENCY,
             MinValue=2, MaxValue=1000,
-            Description="Keep x 8 under the SES max send rate (2 for 14/s)",
+            Description=(
+                "The most copies of the send function that run at once. Each sends about 5 to 8 "
+                "emails a second, so keep it at or below the account's SES maximum send rate "
+                "divided by 8 (2 for the usual first rate of 14 a second). At least 2."),
         )),
         record_retention_days=t.add_parameter(Parameter(
             "RecordRetentionDays", Type="Number", Default=settings.DEFAULT_RECORD_RETENTION_DAYS,
             MinValue=1, MaxValue=3650,
-            Description="Days before a delivery record expires (TTL)",
+            Description=(
+                "How many days a delivery record stays in the table before DynamoDB deletes it "
+                "(time to live)."),
         )),
         log_retention_days=t.add_parameter(Parameter(
             "LogRetentionDays", Type="Number", Default=settings.DEFAULT_LOG_RETENTION_DAYS,
             AllowedValues=settings.LOG_RETENTION_CHOICES,
-            Description="Days the functions' logs are kept",
+            Description="How many days CloudWatch Logs keeps the functions' logs.",
         )),
         create_email_identity=t.add_parameter(Parameter(
             "CreateEmailIdentity", Type="String", Default="true", AllowedValues=["true", "false"],
-            Description="Create the SES domain identity (publish the DkimRecord outputs)",
+            Description=(
+                "Set to true to create the SES identity of VerifiedDomain (then publish the "
+                "DkimRecord outputs in DNS). Set to false when the domain is already an SES "
+                "identity in this account and region."),
         )),
     )
     t.add_condition(HAS_ALARM_EMAIL, Not(Equals(Ref(p.alarm_email), "")))

@@ -111,11 +111,12 @@ def add_topics(t: Template, params: Params, *, key: EncryptionKey) -> Topics:
                     f"configuration-set/${{{ENV}}}-{CONFIG_SET_NAME}"
                 ),
             ),
+            # The alarms are named `<env>-...` (infra/monitoring.py), in this region.
             allow_service_publish(
                 "CloudWatchPublishesStackAlarms", "cloudwatch.amazonaws.com", [alarms],
                 Sub(
                     "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:"
-                    "alarm:${AWS::StackName}-*"
+                    f"alarm:${{{ENV}}}-*"
                 ),
             ),
             allow_service_publish(

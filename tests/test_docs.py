@@ -23,11 +23,18 @@ def readme() -> str:
     return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_every_alarm_has_a_runbook_entry_so_on_call_knows_what_to_do(template, readme):
-    headings = set(re.findall(r"^### (\w+)$", readme, re.MULTILINE))
-    alarms = set(resources_of_type(template, "AWS::CloudWatch::Alarm"))
-    missing = alarms - headings
-    assert not missing, f"alarms without a README runbook entry: {sorted(missing)}"
+def test_every_alarm_names_a_runbook_entry_that_exists_so_on_call_knows_what_to_do(
+        template, readme):
+    runbook = readme.split("## Operations runbook", 1)[1].split("\n## ", 1)[0]
+    headings = set(re.findall(r"^### (\S+)$", runbook, re.MULTILINE))
+    for name, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        properties = alarm["Properties"]
+        entry = re.search(r"Runbook: README.md, Operations runbook, entry '([^']+)'\.$",
+                          properties["AlarmDescription"])
+        assert entry, f"{name}: its description names no runbook entry"
+        assert entry.group(1) in headings, f"{name}: no README heading '### {entry.group(1)}'"
+        # The heading is the alarm's name without the environment prefix.
+        assert properties["AlarmName"]["Fn::Sub"] == "${EnvironmentSuffix}-" + entry.group(1)
 
 
 def test_runbook_entries_say_what_it_means_and_what_to_do_first(readme):

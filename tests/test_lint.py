@@ -1,5 +1,4 @@
-"""The generated files pass cfn-lint (errors, warnings and informational checks) and checkov, and
-the deploy file fits what `aws cloudformation deploy` accepts without an S3 bucket."""
+"""The generated files pass cfn-lint (errors, warnings and informational checks) and checkov."""
 
 from __future__ import annotations
 
@@ -55,8 +54,3 @@ def test_checkov_finds_no_failed_check_and_every_skip_is_justified(rendered):
     for check in skipped:
         assert check["check_result"].get("suppress_comment"), check["check_id"]
     assert report["summary"]["passed"] >= 40
-
-
-def test_deploy_file_fits_the_inline_template_limit_of_aws_cloudformation_deploy():
-    size = len(build_template.render()[build_template.DEPLOY_FILE].encode("utf-8"))
-    assert size <= build_template.DEPLOY_LIMIT_BYTES

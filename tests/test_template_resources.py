@@ -275,7 +275,9 @@ def test_every_alarm_notifies_the_alarms_topic_and_treats_missing_data_deliberat
     for name, alarm in alarms.items():
         p = alarm["Properties"]
         assert p["AlarmActions"] == [{"Ref": "SNSTopicAlarms"}], name
-        assert "AlarmName" not in p, name  # `<stack>-<logical id>-<suffix>`: the runbook key
+        # `<env>-<what it watches>`, and a description that names the runbook entry
+        assert re.fullmatch(r"\$\{EnvironmentSuffix\}-[a-z0-9-]+", p["AlarmName"]["Fn::Sub"]), name
+        assert "Runbook: README.md" in p["AlarmDescription"], name
         assert p["TreatMissingData"] in {"notBreaching", "ignore"}, name
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
 from conftest import resources_of_type
@@ -141,7 +143,7 @@ def _topic_policy_statements(template: dict) -> dict[str, dict]:
      ["SNSTopicSesDelivery", "SNSTopicSesBounce", "SNSTopicSesComplaint"],
      ":configuration-set/${EnvironmentSuffix}-ses-config-set"),
     ("CloudWatchPublishesStackAlarms", "cloudwatch.amazonaws.com", ["SNSTopicAlarms"],
-     ":alarm:${AWS::StackName}-*"),
+     ":alarm:${EnvironmentSuffix}-*"),
     ("BudgetsPublishesAccountBudgets", "budgets.amazonaws.com", ["SNSTopicAlarms"], ":*"),
 ])
 def test_service_publishers_are_scoped_by_account_and_source_against_confused_deputies(
@@ -153,6 +155,18 @@ def test_service_publishers_are_scoped_by_account_and_source_against_confused_de
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     assert statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(
         source_arn_suffix)
+
+
+def test_the_alarm_publisher_condition_follows_the_explicit_alarm_names(template):
+    # The condition must not depend on how CloudFormation would name an alarm: every alarm that
+    # notifies the topic is named explicitly, and the name matches the SourceArn pattern.
+    pattern = _topic_policy_statements(template)["CloudWatchPublishesStackAlarms"][
+        "Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    resource_pattern = pattern.split(":alarm:", 1)[1]
+    for name, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        if {"Ref": "SNSTopicAlarms"} in alarm["Properties"].get("AlarmActions", []):
+            alarm_name = alarm["Properties"]["AlarmName"]["Fn::Sub"]
+            assert fnmatch.fnmatchcase(alarm_name, resource_pattern), (name, alarm_name)
 
 
 def test_only_the_account_may_publish_orders(template):
