@@ -5,10 +5,11 @@ Prints figures, asserts nothing:
   appear (metrics are EMF log lines);
 - mean handler time per order under moto (moto's own work included, so an upper bound of the
   handler's share, not a prediction of Lambda latency);
-- cold-import time of `handlers/send_order_email.py` vs a bare `import boto3`, each measured in
-  fresh interpreters, median of several runs.
+- cold-import time of both handlers vs a bare `import boto3`, each measured in fresh
+  interpreters, interleaved, median of several runs; with `--compare-with REV` the handler files
+  of that git revision are measured in the same runs (old vs new under the same conditions).
 
-Usage: python benchmark_send.py [--orders 200] [--batch-size 10] [--repeats 7]
+Usage: python benchmark_send.py [--orders 200] [--batch-size 10] [--repeats 7] [--compare-with REV]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -128,34 +130,42 @@ def run_orders(orders: int, batch_size: int) -> dict:
     return {"emails": emails, "phases": phases}
 
 
-IMPORT_SNIPPETS = {
+HANDLERS = ("send_order_email", "ses_feedback_processor")
+BASELINE_SNIPPETS = {
     "bare `import boto3`": "import boto3",
-    # The handler's two clients: SES with one attempt (no botocore resend of SendEmail), DynamoDB
-    # with standard retries.
-    "`import boto3` + the two clients": (
-        "import boto3; from botocore.config import Config;"
-        " [boto3.client(n, config=Config(retries={'mode': 'standard', 'total_max_attempts': a},"
-        " connect_timeout=2, read_timeout=5)) for n, a in (('ses', 1), ('dynamodb', 4))]"
-    ),
-    # Compiled from source like ZipFile code (Lambda's /var/task has no .pyc for it).
-    "handler module (index)": (
-        "import types; m = types.ModuleType('index');"
-        " exec(compile(open(HANDLER).read(), HANDLER, 'exec'), m.__dict__)"
-    ),
 }
+# A handler compiled from source like ZipFile code (Lambda's /var/task has no .pyc for it).
+HANDLER_SNIPPET = (
+    "import types; m = types.ModuleType('index');"
+    " exec(compile(open(HANDLER).read(), HANDLER, 'exec'), m.__dict__)"
+)
 
 
-def cold_import(repeats: int) -> dict[str, list[float]]:
+def handler_files(compare_with: str | None, scratch: Path) -> dict[str, Path]:
+    """label -> handler file to cold-import: this checkout's, and `compare_with`'s if given."""
+    files = {f"{name} (now)": ROOT / "handlers" / f"{name}.py" for name in HANDLERS}
+    if compare_with:
+        for name in HANDLERS:
+            text = subprocess.run(["git", "show", f"{compare_with}:handlers/{name}.py"], cwd=ROOT,
+                                  check=True, capture_output=True, text=True).stdout
+            path = scratch / compare_with.replace("/", "_") / f"{name}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            files[f"{name} ({compare_with})"] = path
+    return dict(sorted(files.items()))
+
+
+def cold_import(repeats: int, files: dict[str, Path]) -> dict[str, list[float]]:
     """Milliseconds to run each snippet in a fresh interpreter (startup excluded), interleaved."""
     env = {**os.environ, **ENV, "PYTHONDONTWRITEBYTECODE": "1"}
-    timings: dict[str, list[float]] = {label: [] for label in IMPORT_SNIPPETS}
+    snippets = dict(BASELINE_SNIPPETS)
+    for label, path in files.items():
+        snippets[label] = HANDLER_SNIPPET.replace("HANDLER", repr(str(path)))
+    timings: dict[str, list[float]] = {label: [] for label in snippets}
     for _ in range(repeats):
-        for label, snippet in IMPORT_SNIPPETS.items():
-            code = (
-                "import time; t = time.perf_counter(); "
-                + snippet.replace("HANDLER", repr(str(HANDLER)))
-                + "; print((time.perf_counter() - t) * 1000)"
-            )
+        for label, snippet in snippets.items():
+            code = ("import time; t = time.perf_counter(); " + snippet
+                    + "; print((time.perf_counter() - t) * 1000)")
             out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                  capture_output=True, text=True).stdout
             timings[label].append(float(out.strip().splitlines()[-1]))
@@ -169,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="SQS records per invocation (10)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="fresh interpreters per cold-import measurement (7)")
+    parser.add_argument("--compare-with", metavar="REV",
+                        help="also cold-import the handler files of this git revision")
     args = parser.parse_args(argv)
 
     result = run_orders(args.orders, args.batch_size)
@@ -184,12 +196,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mean handler time per {label} under moto: "
               f"{phase['seconds'] * 1000 / args.orders:.2f} ms")
 
-    timings = cold_import(args.repeats)
+    with tempfile.TemporaryDirectory() as scratch:
+        timings = cold_import(args.repeats, handler_files(args.compare_with, Path(scratch)))
     print(f"cold import, median of {args.repeats} fresh interpreters (startup excluded):")
     base = statistics.median(timings["bare `import boto3`"])
     for label, values in timings.items():
         median = statistics.median(values)
-        print(f"  {label:34} {median:7.1f} ms  (+{median - base:.1f} ms vs bare import boto3)")
+        print(f"  {label:42} {median:7.1f} ms  (+{median - base:.1f} ms vs bare import boto3)")
 
 
 if __name__ == "__main__":
