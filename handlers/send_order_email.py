@@ -6,6 +6,9 @@ and boto3, and everything it needs comes from environment variables set by the t
 
 The story of one SQS record, from arrival to outcome:
 
+0. Budget. A record is started only while the invocation's remaining time covers its worst case
+   (RECORD_WORST_CASE_SECONDS); the others go back to the queue untouched, because a function
+   that times out fails its whole batch.
 1. Parse. The body is the order's JSON (the subscription uses raw message delivery) or an SNS
    envelope around it.
 2. Validate the order contract (DESIGN.md, "Order message"). A message that breaks it is never
@@ -26,12 +29,13 @@ The guarantees:
   never resends SendEmail (one attempt): when SES may have accepted an email but the answer was
   lost, the claim is kept and the retry comes after it expired, when the SES Send event has set
   SENT. After SES accepted an email, nothing leads to a second send.
-- Never lost. A record that was not sent for a reason that may pass (DynamoDB or SES errors, a
-  throttled or paused account) is a batch item failure: SQS retries it, and after five receives
-  the dead-letter queue keeps it for a redrive.
+- Never lost. A record that was not sent for a reason that may pass (DynamoDB or SES errors, an
+  identity still pending, a throttled or paused account) is a batch item failure: SQS retries it,
+  and after five receives the dead-letter queue keeps it for a redrive. An order is FAILED only
+  when SES refuses that very email for good.
 
-Each record logs one JSON line with its outcome (sent, duplicate, failed, retry or invalid) and
-the reason; e-mail addresses are masked. Each invocation prints at most one CloudWatch Embedded
+Each record logs one JSON line with its outcome (sent, duplicate, failed, retry, invalid or
+not_started) and the reason; e-mail addresses are masked. Each invocation prints at most one CloudWatch Embedded
 Metric Format line with the non-zero counts (no PutMetricData calls).
 """
 
@@ -68,39 +72,73 @@ CLAIM_MARGIN_SECONDS = 10
 # the retry of a message whose invocation died can take the claim over.
 MAX_CLAIM_SECONDS = 180
 
-# Clients are created once per container and reused by every invocation.
+# Clients are created once per container and reused by every invocation. Their timeouts and
+# attempts bound how long one record can take (RECORD_WORST_CASE_SECONDS).
 # SES gets ONE attempt: botocore resending SendEmail after a read timeout could deliver a second
 # email (`total_max_attempts` counts the first attempt; `max_attempts` would count retries only).
-# The queue retries instead, guarded by the claim. DynamoDB gets standard retries, 4 attempts.
-ses = boto3.client("ses", config=Config(
-    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2, read_timeout=5))
-dynamodb = boto3.client("dynamodb", config=Config(
-    retries={"mode": "standard", "total_max_attempts": 4}, connect_timeout=2, read_timeout=5))
+# The queue retries instead, guarded by the claim. SendEmail usually answers in well under a
+# second; 5 s of reading leaves room for a slow moment before the outcome becomes ambiguous.
+SES_CONFIG = Config(connect_timeout=1, read_timeout=5,
+                    retries={"mode": "standard", "total_max_attempts": 1})
+# DynamoDB answers an UpdateItem in milliseconds: half a second for each of the connection and
+# the answer, and one retry for a throttled or failed write; beyond that the queue retries.
+DYNAMODB_CONFIG = Config(connect_timeout=0.5, read_timeout=0.5,
+                         retries={"mode": "standard", "total_max_attempts": 2})
+ses = boto3.client("ses", config=SES_CONFIG)
+dynamodb = boto3.client("dynamodb", config=DYNAMODB_CONFIG)
 to_attribute_value = TypeSerializer().serialize  # Python value -> DynamoDB attribute value
 
-# What can happen to a record. The last two are batch item failures: SQS retries them.
-SENT, DUPLICATE, FAILED, RETRY, INVALID = "sent", "duplicate", "failed", "retry", "invalid"
-RETRIED_OUTCOMES = (RETRY, INVALID)
 
-# How a failed SendEmail is handled, by the error's code (a ClientError's code, or the class name
-# of a botocore error that never reached SES).
-# SES refused this email for good, and a retry would be refused again: record FAILED, acknowledge.
-PERMANENT_SES_ERRORS = frozenset({
-    "MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue",
-    "InvalidParameterCombination",
-})
-# SES certainly did not take the email: the account's rate or quota, a paused account or
-# configuration set, a missing configuration set (states an operator fixes: the dead-letter queue
-# keeps the order for a redrive), or no connection was ever made. Release the claim at once, so
-# that the retry sends.
-NOT_SENT_SES_ERRORS = frozenset({
-    "Throttling", "ThrottlingException", "LimitExceeded", "LimitExceededException",
-    "AccountSendingPausedException", "ConfigurationSetSendingPausedException",
+def worst_case_seconds(config):
+    """The longest one call with this client config can take: every attempt times out on
+    connecting and on reading, and botocore's standard mode waits up to 1 s, 2 s, 4 s ... (random
+    jitter, at most 20 s) before each retry."""
+    attempts = config.retries["total_max_attempts"]
+    backoff = sum(min(2 ** retry, 20) for retry in range(attempts - 1))
+    return attempts * (config.connect_timeout + config.read_timeout) + backoff
+
+
+# The time budget (DESIGN.md, "Time budget"). A function that times out fails its whole batch, so
+# a record is started only while the remaining time covers its worst case: the claim and the
+# record SENT (or release) writes, 3 s each (2 x (0.5 + 0.5) + 1 s backoff), the SendEmail call,
+# 6 s (1 + 5), and 1 s for everything else (parsing, rendering, logging): 13 s, well inside the
+# function's 30 s timeout. The records not started are returned as batch item failures.
+CPU_SECONDS_PER_RECORD = 1
+RECORD_WORST_CASE_SECONDS = (2 * worst_case_seconds(DYNAMODB_CONFIG)
+                             + worst_case_seconds(SES_CONFIG) + CPU_SECONDS_PER_RECORD)
+
+# What can happen to a record. The last three are batch item failures: SQS retries them.
+SENT, DUPLICATE, FAILED = "sent", "duplicate", "failed"
+RETRY, INVALID, NOT_STARTED = "retry", "invalid", "not_started"
+RETRIED_OUTCOMES = (RETRY, INVALID, NOT_STARTED)
+
+# What a failed SendEmail means for the order (DESIGN.md, "SES errors: what each one means for the
+# order"). The rule: an order is FAILED only for a reason that is about that order. Anything about
+# the account, the identity or the setup is retried, and after five receives the dead-letter
+# queue keeps the order until the operator fixed the cause and redrives it (a first deploy, with
+# DKIM pending for hours, is the common case).
+PERMANENT = "permanent"  # SES refused this email for good: record FAILED, acknowledge
+RELEASE = "release"  # SES certainly did not take it: release the claim, retry
+AMBIGUOUS = "ambiguous"  # SES may have accepted it: keep the claim, retry after it expired
+
+# Codes that are about the account or the setup, or a request that never reached SES.
+NOT_ABOUT_THE_ORDER = frozenset({
+    "Throttling",  # "Maximum sending rate exceeded." or "Daily message quota exceeded."
+    "ThrottlingException", "LimitExceeded", "LimitExceededException",
+    "AccountSendingPausedException",  # sending disabled for the account
+    "ConfigurationSetSendingPausedException",  # this stack's configuration set paused
     "ConfigurationSetDoesNotExist", "ConfigurationSetDoesNotExistException",
-    "EndpointConnectionError", "ConnectTimeoutError",
+    "MailFromDomainNotVerifiedException",  # the custom MAIL FROM domain's DNS
+    "EndpointConnectionError", "ConnectTimeoutError",  # no connection was ever made
 })
-# Anything else (a read timeout, a closed connection, a 5xx, a code we do not know) is ambiguous:
-# SES may have accepted the email, so the claim is kept until it expires.
+# MessageRejected is about the account when SES says so in its message: an identity still pending
+# (DKIM not yet in DNS), the wrong region, or an account in the SES sandbox sending to an
+# unverified recipient ("Email address is not verified. The following identities failed the
+# check in region ..."); or AWS paused the account ("Sending paused for this account. ...").
+# Matched by the phrases that carry the meaning, in any case. With any other text (e.g. "Illegal
+# address") the email can never be sent.
+ACCOUNT_STATE_REJECTIONS = ("not verified", "sending paused")
+ABOUT_THE_ORDER = frozenset({"MessageRejected", "InvalidParameterValue"})
 
 
 # --- Validation --------------------------------------------------------------------------------
@@ -135,7 +173,7 @@ def fits_in_a_tag(value):
 
 # One plain address: an RFC 5322 dot-atom local part (at most 64 characters, no leading, trailing
 # or doubled dot) @ LDH domain labels (no leading or trailing hyphen) and a top-level domain of
-# letters. ASCII only: SendEmail needs non-ASCII addresses encoded. No display name, quotes,
+# letters or in punycode. ASCII only: SendEmail needs non-ASCII addresses encoded. No display name, quotes,
 # comma or space. RFC 5321 caps the whole address at 254 characters (the TextRule's length).
 EMAIL_ADDRESS = re.compile(
     r"""
@@ -144,7 +182,7 @@ EMAIL_ADDRESS = re.compile(
     [\w!#$%&'*+/=?^`{|}~.-]{1,64}       # the local part
     @
     ([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+  # domain labels
-    [a-z]{2,}                           # the top-level domain
+    ([a-z]{2,}|xn--[a-z0-9-]*[a-z0-9])  # the top-level domain: letters, or punycode (xn--p1ai)
     """,
     re.ASCII | re.IGNORECASE | re.VERBOSE,
 )
@@ -311,6 +349,17 @@ def error_code(error):
     return response.get("Error", {}).get("Code") or type(error).__name__
 
 
+def error_message(error):
+    """The message AWS sent with a ClientError ('' for other errors)."""
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Message") or "")
+
+
+def mask_addresses(text):
+    """`text` with every e-mail address in it masked (SES messages name identities)."""
+    return re.sub(r"([\w.+-])[\w.+-]*@", r"\1***@", text)
+
+
 def tag_value(text):
     """`text` as an SES message tag value. Tags allow only A-Z a-z 0-9 _ and -, which is exactly
     the alphabet of base64url without padding."""
@@ -464,18 +513,34 @@ def send(delivery, subject, html_body, text_body):
     return response["MessageId"]
 
 
+def classify_send_error(code, message):
+    """PERMANENT, RELEASE or AMBIGUOUS: what a SendEmail error means for the order."""
+    if code in NOT_ABOUT_THE_ORDER:
+        return RELEASE
+    if code == "MessageRejected" and any(
+            phrase in message.lower() for phrase in ACCOUNT_STATE_REJECTIONS):
+        return RELEASE
+    if code in ABOUT_THE_ORDER:
+        return PERMANENT
+    # A read timeout, a closed connection, a 5xx, a code we do not know: SES may have taken it.
+    return AMBIGUOUS
+
+
 def handle_send_failure(delivery, error, log):
-    """Decide what a failed SendEmail means for the order (see PERMANENT_SES_ERRORS and
-    NOT_SENT_SES_ERRORS) and record it; returns the record's outcome."""
+    """Decide what a failed SendEmail means for the order (classify_send_error) and record it;
+    returns the record's outcome."""
     code = log["error"] = error_code(error)
-    if code in PERMANENT_SES_ERRORS:
+    message = error_message(error)
+    if message:
+        log["sesMessage"] = mask_addresses(message)[:300]
+    verdict = log["decision"] = classify_send_error(code, message)
+    if verdict == PERMANENT:
         status, event, outcome = "FAILED", "Failed", FAILED
-    elif code in NOT_SENT_SES_ERRORS:
+    elif verdict == RELEASE:
         status, event, outcome = "SENDING", "Released", RETRY
     else:
-        # SES may have accepted the email: keep the claim. The retry comes after the visibility
-        # timeout, when the claim has expired and, if SES did accept, its Send event has set SENT,
-        # so the retry finds SENT and skips.
+        # Keep the claim. The retry comes after the visibility timeout, when the claim has expired
+        # and, if SES did accept the email, its Send event has set SENT: the retry then skips.
         return RETRY
     # If this write fails, the record is retried (lambda_handler logs `writeError`): the claim
     # expires before the retry comes, or the dead-letter queue keeps the order.
@@ -560,6 +625,16 @@ def metrics_line(metrics):
     }
 
 
+def has_time_for_a_record(context, log):
+    """Whether the invocation's remaining time covers one record's worst case."""
+    remaining_seconds = context.get_remaining_time_in_millis() / 1000
+    if remaining_seconds >= RECORD_WORST_CASE_SECONDS:
+        return True
+    log["reason"] = (f"not started: {remaining_seconds:.1f} s left, a record may need "
+                     f"{RECORD_WORST_CASE_SECONDS} s")
+    return False
+
+
 def lambda_handler(event, context):
     """SQS batch in, {"batchItemFailures": [...]} out: only the failed records are retried."""
     metrics = collections.Counter()
@@ -567,7 +642,10 @@ def lambda_handler(event, context):
     for record in event["Records"]:
         log = {"sqsMessageId": record["messageId"]}
         try:
-            outcome = process_record(record, context, metrics, log)
+            if has_time_for_a_record(context, log):
+                outcome = process_record(record, context, metrics, log)
+            else:
+                outcome = NOT_STARTED
         except InvalidOrder as invalid:
             metrics["InvalidMessages"] += 1
             outcome = INVALID

@@ -25,7 +25,9 @@ Outcomes, one JSON log line each (`outcome`, `reason`):
   undecodable, or no such item; counted as `UnmatchedFeedback`);
 - batch item failures, so SQS retries them and finally keeps them in the dead-letter queue:
   malformed (not an SES record we know: retrying cannot fix it, but it must reach the DLQ intact
-  for an operator), retry (DynamoDB, network or any unexpected error).
+  for an operator), retry (DynamoDB, network or any unexpected error), not_started (the
+  invocation's remaining time did not cover one more record: a function that times out fails its
+  whole batch, so a record is started only while the time covers its worst case).
 
 Metrics count distinct events, not status changes: a Bounce after a Complaint still counts in
 `Bounces`, which is what the bounce-rate alarm needs. Duplicates are not counted.
@@ -51,9 +53,24 @@ from botocore.config import Config
 TABLE_NAME = os.environ["EMAIL_DELIVERIES_TABLE"]
 METRICS_NAMESPACE = os.environ["METRICS_NAMESPACE"]
 
-# Created once per container. Standard retries: `max_attempts` counts the retries, so 4 attempts.
-dynamodb = boto3.client("dynamodb", config=Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=1, read_timeout=2))
+# Created once per container. DynamoDB answers an UpdateItem in milliseconds: half a second for
+# each of the connection and the answer, and ONE attempt: the queue retries a failed record every
+# 30 s (six times this function's 5 s timeout), five times before the dead-letter queue, which is
+# sooner than botocore's backoff would let a second attempt fit in this short function.
+DYNAMODB_CONFIG = Config(connect_timeout=0.5, read_timeout=0.5,
+                         retries={"mode": "standard", "total_max_attempts": 1})
+dynamodb = boto3.client("dynamodb", config=DYNAMODB_CONFIG)
+
+# The time budget (DESIGN.md, "Time budget"). A function that times out fails its whole batch, so
+# a record is started only while the remaining time covers its worst case: two writes (apply the
+# status, then the history only) of at most 1 s each (0.5 s to connect + 0.5 s to read, one
+# attempt), and half a second for everything else: 2.5 s, half the function's 5 s timeout.
+CPU_SECONDS_PER_RECORD = 0.5
+WRITES_PER_RECORD = 2
+RECORD_WORST_CASE_SECONDS = (
+    WRITES_PER_RECORD * DYNAMODB_CONFIG.retries["total_max_attempts"]
+    * (DYNAMODB_CONFIG.connect_timeout + DYNAMODB_CONFIG.read_timeout)
+    + CPU_SECONDS_PER_RECORD)
 
 # SQS's message size limit: a larger body did not come through SNS and SQS.
 MAX_BODY_BYTES = 256 * 1024
@@ -184,10 +201,12 @@ def parse_body(text, label="body"):
         if str(text).startswith(SETUP_NOTICE):
             raise Ignored(text)
         raise Malformed(f"{label} not a JSON object")
-    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
-        raise Malformed(f"{label} over 256 KB")
     if "Message" in document:  # an SNS envelope
         return parse_body(document["Message"], label="SNS Message")
+    # The SES record itself (an envelope adds its own fields and escaping around it): SES event
+    # records are far smaller than what SNS and SQS can carry.
+    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
+        raise Malformed(f"{label} over 256 KB")
     return document
 
 
@@ -359,14 +378,33 @@ def process_record(sqs_record, metrics):
     return level == "ERROR"
 
 
+def has_time_for_a_record(context):
+    """Whether the invocation's remaining time covers one record's worst case."""
+    return context.get_remaining_time_in_millis() / 1000 >= RECORD_WORST_CASE_SECONDS
+
+
+def not_started(sqs_record, context):
+    """Log a record left for SQS to retry because the invocation is short of time."""
+    remaining_seconds = context.get_remaining_time_in_millis() / 1000
+    log(level="WARNING", message="feedback", outcome="not_started",
+        sqsMessageId=sqs_record.get("messageId"),
+        reason=(f"not started: {remaining_seconds:.1f} s left, a record may need "
+                f"{RECORD_WORST_CASE_SECONDS} s"))
+
+
 def lambda_handler(event, context):
     """SQS batch in, partial batch failures out, one EMF line for the whole batch."""
     records = event.get("Records")
     if not records:
         log(level="WARNING", message="no records in event", outcome="empty")
     metrics = []
-    failures = [{"itemIdentifier": record["messageId"]} for record in records or ()
-                if process_record(record, metrics)]
+    failures = []
+    for record in records or ():
+        if not has_time_for_a_record(context):
+            not_started(record, context)
+            failures.append({"itemIdentifier": record["messageId"]})
+        elif process_record(record, metrics):
+            failures.append({"itemIdentifier": record["messageId"]})
     # CloudWatch Embedded Metric Format: non-zero counts only, no dimensions.
     counts = {name: metrics.count(name) for name in metrics}
     if counts:

@@ -21,8 +21,10 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from conftest import REGION, FakeContext, load_event, load_handler, sqs_event
+from simulation.ses_model import SesModel
 
 TABLE = "test-email-deliveries"
+DOMAIN = "shop.example.com"
 FROM_ADDRESS = "orders@shop.example.com"
 TEST_INBOX = "qa-inbox@shop.example.com"
 CONFIG_SET = "test-ses-config-set"
@@ -147,6 +149,10 @@ class Stack:
 
     handler: Any
     dynamodb: Any
+    # Real SES's account state in front of moto (simulation/ses_model.py): a production account
+    # with the domain verified and the configuration set in place, a rate high enough that no
+    # test is throttled unless it asks for it.
+    ses: SesModel
     api_calls: list[str] = field(default_factory=list)
     ses_requests: list[dict] = field(default_factory=list)
 
@@ -159,9 +165,13 @@ class Stack:
         dynamodb = aws_client("dynamodb")
         create_table(dynamodb)
         ses = aws_client("ses")
-        ses.verify_domain_identity(Domain="shop.example.com")
+        ses.verify_domain_identity(Domain=DOMAIN)
         ses.create_configuration_set(ConfigurationSet={"Name": CONFIG_SET})
-        stack = cls(handler=load_handler("send_order_email"), dynamodb=dynamodb)
+        account = SesModel(region=REGION, max_send_rate=1000)
+        account.add_identity(DOMAIN)
+        account.add_configuration_set(CONFIG_SET)
+        stack = cls(handler=load_handler("send_order_email"), dynamodb=dynamodb, ses=account)
+        account.attach(stack.handler.ses)
 
         real_call = botocore.client.BaseClient._make_api_call
 

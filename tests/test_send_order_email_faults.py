@@ -4,9 +4,8 @@ Before SES accepts the email, a retryable failure releases the claim and the rec
 the order is emailed exactly once in the end. When it is unknown whether SES accepted it (a lost
 response, a 5xx, an unknown error), the claim is kept: the retry comes after it expired, when the
 SES Send event has set SENT if SES did accept. After SES accepted it, nothing may cause a second
-email. A permanent SES error records FAILED and is not retried; an account-level SES state (sending
-paused, configuration set missing) is retried, never FAILED. One broken record never fails the
-batch.
+email. One broken record never fails the batch. What each answer of SES itself means for the order
+is in test_send_order_email_ses_errors.py.
 """
 
 from __future__ import annotations
@@ -68,19 +67,12 @@ def test_failed_claim_is_retried_and_the_order_is_then_emailed_once(stack, monke
     assert len(stack.emails) == 2 and stack.item(ORDER_ID)["status"] == "SENT"
 
 
-# SES definitely did not take the email: throttled, over a quota, the account or configuration set
-# paused or missing (not the order's fault), or no connection before the request was sent.
+# SES definitely did not take the email: throttled (codes of other SES APIs and SDKs), or no
+# connection before the request was sent. Every answer of SES v1 SendEmail itself, played by the
+# SES model, is in test_send_order_email_ses_errors.py.
 DEFINITE = [
-    (client_error("Throttling", "SendEmail", message="Maximum sending rate exceeded."),
-     "Throttling"),
-    (client_error("Throttling", "SendEmail", message="Daily message quota exceeded."),
-     "Throttling"),
     (client_error("ThrottlingException", "SendEmail"), "ThrottlingException"),
     (client_error("LimitExceeded", "SendEmail"), "LimitExceeded"),
-    (client_error("AccountSendingPausedException", "SendEmail"), "AccountSendingPausedException"),
-    (client_error("ConfigurationSetSendingPausedException", "SendEmail"),
-     "ConfigurationSetSendingPausedException"),
-    (client_error("ConfigurationSetDoesNotExist", "SendEmail"), "ConfigurationSetDoesNotExist"),
     (EndpointConnectionError(endpoint_url="https://email.us-east-1.amazonaws.com"),
      "EndpointConnectionError"),
     (ConnectTimeoutError(endpoint_url="https://email.us-east-1.amazonaws.com"),
@@ -253,68 +245,13 @@ def test_feedback_event_recorded_first_is_not_overwritten_by_sent(stack, monkeyp
     assert len(stack.emails) == 1
 
 
-# --- permanent SES errors ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "code", ["MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"])
-def test_permanent_ses_error_records_failed_and_is_not_retried(stack, monkeypatch, code):
-    # GIVEN SES refuses the email for a reason a retry would hit again
-    stack.inject(monkeypatch, "ses", "send_email", client_error(code, "SendEmail", message="no"))
-    # WHEN the order arrives
-    run = stack.invoke(order_body())
-    # THEN the record is acknowledged (not retried), the item is FAILED with the error
-    assert run.failures == []
-    assert run.metrics == {"SendFailures": 1}
-    line = run.log_for("msg-0")
-    assert (line["level"], line["outcome"], line["error"]) == ("ERROR", "failed", code)
-    item = stack.item(ORDER_ID)
-    assert item["status"] == "FAILED"
-    assert item["error"].startswith(f"{code}: ") and item["error"].endswith(": no")
-    assert item["claimExpiresAt"] <= time.time()
-    assert [event["type"] for event in item["events"]] == ["Claimed", "Failed"]
-    # AND a redelivery does not try again
-    assert stack.invoke(order_body()).logs[0]["existingStatus"] == "FAILED"
-    assert stack.emails == []
-
-
-@pytest.mark.parametrize(
-    "code", ["AccountSendingPausedException", "ConfigurationSetSendingPausedException",
-             "ConfigurationSetDoesNotExist"])
-def test_account_level_ses_state_is_not_the_orders_fault_so_the_order_is_kept_for_a_redrive(
-        stack, monkeypatch, code):
-    # GIVEN SES refuses every email because of the account or configuration set (paused,
-    # missing): an operator has to fix it
-    stack.inject(monkeypatch, "ses", "send_email", client_error(code, "SendEmail"),
-                 calls={1, 2, 3, 4, 5})
-    # WHEN the order is delivered the 5 times the queue allows
-    runs = [stack.invoke(order_body()) for _ in range(5)]
-    # THEN it is never FAILED: every attempt is a batch item failure (so it ends in the DLQ) and
-    # the claim is released each time
-    assert all(run.failures == ["msg-0"] for run in runs)
-    item = stack.item(ORDER_ID)
-    assert item["status"] == "SENDING" and item["claimExpiresAt"] <= time.time()
-    assert item["attempts"] == 5 and stack.emails == []
-    # WHEN the operator fixed the account and redrives the DLQ THEN the order is emailed, once
-    assert stack.invoke(order_body()).failures == []
-    assert len(stack.emails) == 1 and stack.item(ORDER_ID)["status"] == "SENT"
-
-
-def test_unverified_sender_is_a_permanent_rejection_from_ses_itself(monkeypatch):
-    # GIVEN a From address SES (moto) has not verified: SES itself answers MessageRejected
-    with mock_aws():
-        stack = Stack.start(monkeypatch,
-                            SES_FROM_ADDRESS="shop@unverified.example")
-        run = stack.invoke(order_body())
-        # THEN the order is FAILED, not retried
-        assert run.failures == []
-        item = stack.item(ORDER_ID)
-        assert item["status"] == "FAILED" and item["error"].startswith("MessageRejected: ")
+# --- permanent SES errors (every answer of SES itself: test_send_order_email_ses_errors.py) -----
 
 
 def test_when_recording_failed_fails_the_record_is_retried_and_failed_later(stack, monkeypatch):
     # GIVEN SES rejects the email AND writing FAILED fails
-    stack.inject(monkeypatch, "ses", "send_email", client_error("MessageRejected", "SendEmail"),
+    stack.inject(monkeypatch, "ses", "send_email",
+                 client_error("MessageRejected", "SendEmail", message="Illegal address"),
                  calls={1, 2})
     stack.inject(monkeypatch, "dynamodb", "update_item",
                  client_error("ProvisionedThroughputExceededException", "UpdateItem"), calls={2})

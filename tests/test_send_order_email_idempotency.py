@@ -115,7 +115,7 @@ def test_claim_left_by_a_dead_invocation_is_taken_over_only_after_it_expires(sta
     "remaining_ms, lifetime",
     [
         (30_000, 40),  # a fresh 30 s invocation: its remaining time + the 10 s margin
-        (1_500, 11),  # nearly out of time: the claim still outlives it
+        (14_000, 24),  # close to the time budget's limit (13 s): the claim still outlives it
         (900_000, 180),  # a 15-minute function: capped at the queue's visibility timeout
     ],
 )

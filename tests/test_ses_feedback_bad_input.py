@@ -15,7 +15,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from conftest import load_event
+from conftest import FakeContext, load_event
 from test_ses_feedback_processor import (  # noqa: F401  (fixtures are used by name)
     ORDER_ID,
     aws,
@@ -202,7 +202,7 @@ def test_ses_setup_notices_are_acknowledged_not_dead_lettered(handler, table, ca
 @pytest.mark.parametrize("event", [{"Records": []}, {}], ids=["empty-records", "no-records-key"])
 def test_an_event_without_records_returns_no_failures(handler, table, capsys, event):
     # WHEN Lambda passes no records THEN nothing fails, a warning says so, no metric is published
-    assert handler.lambda_handler(event, None) == {"batchItemFailures": []}
+    assert handler.lambda_handler(event, FakeContext()) == {"batchItemFailures": []}
     logs, emf_lines = output(capsys)
     assert logs == [{"level": "WARNING", "message": "no records in event", "outcome": "empty"}]
     assert emf_lines == []
@@ -211,7 +211,7 @@ def test_an_event_without_records_returns_no_failures(handler, table, capsys, ev
 def test_a_record_without_a_body_is_malformed(handler, table, capsys):
     # GIVEN a record with no body WHEN it arrives THEN it fails with a reason, nothing crashes
     event = {"Records": [{"messageId": "msg-0"}]}
-    assert handler.lambda_handler(event, None) == {
+    assert handler.lambda_handler(event, FakeContext()) == {
         "batchItemFailures": [{"itemIdentifier": "msg-0"}]
     }
     assert output(capsys)[0][0]["reason"] == "body not a JSON object"
