@@ -163,7 +163,9 @@ def architecture_mermaid(template: dict) -> str:
                 limits = " / ".join(
                     f"{n['Notification']['Threshold']} % {n['Notification']['NotificationType'].lower()}"
                     for n in resource["Properties"]["NotificationsWithSubscribers"])
-                edges.append(("Budget[Monthly budget]", limits, topic))
+                # Under a condition: only in the regions whose CloudFormation has budgets.
+                where = ", not in every region" if "Condition" in resource else ""
+                edges.append((f"Budget[Monthly budget{where}]", limits, topic))
             if (resource["Type"] == "AWS::SNS::Subscription" and
                     resource["Properties"].get("Protocol") == "email"):
                 edges.append((topic, "email", "OnCall((on-call))"))

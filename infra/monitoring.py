@@ -1,5 +1,9 @@
 """Alarms, the dashboard, the monthly budget and the on-call e-mail subscription.
 
+The dashboard's and the budget's names are global to the account, so they end with the region;
+the budget exists only in the regions whose CloudFormation has the budget resource type
+(`settings.BUDGET_REGIONS`, condition `RegionHasBudgets`).
+
 Every alarm notifies the alarms topic when it fires. `TreatMissingData` is chosen per alarm:
 the handlers publish a metric only when it is non-zero (custom metrics are billed per hour in
 which they are published), and idle queues stop reporting, so for most alarms "no data" means
@@ -24,13 +28,14 @@ from troposphere.sns import SubscriptionResource
 from troposphere.sqs import Queue
 
 from infra import settings
-from infra.common import ENV, add, physical, tag_pairs, tags
+from infra.common import ENV, add, physical, region_is_one_of, regional, tag_pairs, tags
 from infra.functions import Functions
 from infra.parameters import Params
 from infra.queues import Queues
 from infra.topics import Topics
 
 NAMESPACE = f"${{{ENV}}}/EmailNotifications"  # inside Sub; the handlers' METRICS_NAMESPACE
+REGION_HAS_BUDGETS = "RegionHasBudgets"  # condition of the budget
 NOT_BREACHING = "notBreaching"
 IGNORE = "ignore"
 
@@ -322,7 +327,7 @@ def add_dashboard(t: Template, params: Params) -> Dashboard:
     body = json.dumps(dashboard_body(), sort_keys=True, indent=2)
     return add(t, Dashboard(
         "CloudWatchDashboard",
-        DashboardName=physical(settings.DASHBOARD_NAME),
+        DashboardName=regional(settings.DASHBOARD_NAME),
         DashboardBody=Sub(body),
         Tags=tags(params.env),
     ))
@@ -343,10 +348,14 @@ def _budget_notification(kind: str, percent: int, topics: Topics) -> Notificatio
 def add_budget(t: Template, params: Params, *, topics: Topics) -> Budget:
     # The budget covers the account's whole monthly cost (SES sending is not attributable to a
     # stack's tags): deploy into a dedicated account, as AWS recommends per workload.
+    # AWS::Budgets::Budget is missing from CloudFormation in some regions, SES ones among them:
+    # there the stack has no budget instead of failing to deploy.
+    t.add_condition(REGION_HAS_BUDGETS, region_is_one_of(settings.BUDGET_REGIONS))
     return add(t, Budget(
         "MonthlyCostBudget",
+        Condition=REGION_HAS_BUDGETS,
         Budget=BudgetData(
-            BudgetName=physical("email-notifications-monthly"),
+            BudgetName=regional(settings.BUDGET_NAME),
             BudgetType="COST",
             TimeUnit="MONTHLY",
             BudgetLimit=Spend(Amount=Ref(params.monthly_budget), Unit="USD"),

@@ -89,7 +89,8 @@ def add_parameters(t: Template) -> Params:
             MinValue=1,
             Description=(
                 "Monthly cost budget of the whole account, in US dollars. The alarms topic is "
-                "notified when actual spend reaches 80 % of it or forecast spend 100 %."),
+                "notified when actual spend reaches 80 % of it or forecast spend 100 %. Unused "
+                "in the regions where CloudFormation has no budgets (README, Deploy)."),
         )),
         send_max_concurrency=t.add_parameter(Parameter(
             "SendMaxConcurrency", Type="Number", Default=settings.DEFAULT_SEND_MAX_CONCURRENCY,
@@ -116,7 +117,7 @@ def add_parameters(t: Template) -> Params:
             Description=(
                 "Set to true to create the SES identity of VerifiedDomain (then publish the "
                 "DkimRecord outputs in DNS). Set to false when the domain is already an SES "
-                "identity in this account and region."),
+                "identity in this account and region, such as one a deleted stack kept."),
         )),
     )
     t.add_condition(HAS_ALARM_EMAIL, Not(Equals(Ref(p.alarm_email), "")))

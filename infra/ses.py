@@ -1,5 +1,5 @@
 """SES: the configuration set every confirmation is sent through, its event destinations, and
-(optionally) the domain identity with Easy DKIM.
+(optionally) the domain identity with Easy DKIM, which the stack keeps when it is deleted.
 
 Event routing: `send`, `delivery`, `deliveryDelay` -> delivery topic; `bounce`, `reject`,
 `renderingFailure` -> bounce topic; `complaint` -> complaint topic. `send` is routed too because
@@ -25,6 +25,7 @@ from infra.parameters import Params
 from infra.topics import Topics
 
 DKIM_RECORDS = 3  # Easy DKIM publishes three CNAME records
+RETAIN = "Retain"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ def add_ses(t: Template, params: Params, *, topics: Topics) -> Ses:
     identity = add(t, EmailIdentity(
         "SESEmailIdentity",
         Condition=params.creates_email_identity,
+        # Other senders may use the domain and its DKIM records: deleting the stack (or replacing
+        # the identity) keeps it. Deploy again with CreateEmailIdentity=false.
+        DeletionPolicy=RETAIN,
+        UpdateReplacePolicy=RETAIN,
         EmailIdentity=Ref(params.verified_domain),
         # Easy DKIM (signing is on by default for a domain identity), with 2048-bit keys.
         DkimSigningAttributes=DkimSigningAttributes(NextSigningKeyLength="RSA_2048_BIT"),

@@ -117,3 +117,25 @@ def resources_of_type(template: dict, resource_type: str) -> dict[str, dict]:
         name: resource for name, resource in template["Resources"].items()
         if resource["Type"] == resource_type
     }
+
+
+def commercial_regions_with(resource_type: str) -> list[str]:
+    """The regions of the commercial `aws` partition whose CloudFormation has `resource_type`,
+    according to cfn-lint's own per-region resource types (the data its E3006 check reads), in
+    cfn-lint's order. GovCloud, China, the ISO partitions and any region botocore does not place
+    in a partition are left out."""
+    import botocore.exceptions
+    import botocore.session
+    from cfnlint.helpers import REGIONS
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    session = botocore.session.get_session()
+
+    def commercial(region: str) -> bool:
+        try:
+            return session.get_partition_for_region(region) == "aws"
+        except botocore.exceptions.UnknownRegionError:
+            return False
+
+    return [region for region in REGIONS if commercial(region)
+            and resource_type in PROVIDER_SCHEMA_MANAGER.get_resource_types(region)]

@@ -351,6 +351,15 @@ def test_conditions_if_join_and_no_value(resolver):
     assert resolver.resolve({"Fn::GetAtt": "Queue.Arn"}) == "arn:aws:sqs:::q"
 
 
+@pytest.mark.parametrize("region, has_budget", [(REGION, True), ("eu-north-1", False)])
+def test_the_budget_condition_resolves_on_the_region(template, region, has_budget):
+    # The simulation deploys in us-east-1, where AWS Budgets exists; the nested Fn::Or of
+    # Fn::Equals on AWS::Region is resolved, not skipped.
+    resolver = Resolver(template, choose_parameters(template))
+    resolver.pseudo["AWS::Region"] = region
+    assert resolver.condition("RegionHasBudgets") is has_budget
+
+
 def test_an_unsupported_intrinsic_or_missing_value_is_a_template_error(resolver):
     with pytest.raises(TemplateError, match="Fn::ImportValue"):
         resolver.resolve({"Fn::ImportValue": "x"})

@@ -168,11 +168,25 @@ def test_physical_names_derive_from_the_environment_so_two_stacks_can_coexist(te
     ("LambdaSendOrderEmail", "send-order-email"),
     ("LambdaSesFeedbackProcessor", "ses-feedback-processor"),
     ("SESConfigurationSet", "ses-config-set"),
-    ("CloudWatchDashboard", "email-notifications"),
 ])
 def test_physical_names_match_the_design(template, name, expected):
     properties = template["Resources"][name]["Properties"]
     value = next(v for k, v in properties.items()
-                 if k in {"TopicName", "QueueName", "TableName", "FunctionName", "Name",
-                          "DashboardName"})
+                 if k in {"TopicName", "QueueName", "TableName", "FunctionName", "Name"})
     assert value == {"Fn::Sub": f"${{EnvironmentSuffix}}-{expected}"}
+
+
+def test_names_global_to_the_account_end_with_the_region_so_two_regions_can_coexist(template):
+    # Dashboard names are global to an account and budget names unique per account, so one
+    # environment deployed in two regions of one account would collide without the region.
+    resources = template["Resources"]
+    dashboard = resources["CloudWatchDashboard"]["Properties"]["DashboardName"]
+    budget = resources["MonthlyCostBudget"]["Properties"]["Budget"]["BudgetName"]
+    expected = {"Fn::Sub": "${EnvironmentSuffix}-email-notifications-${AWS::Region}"}
+    assert dashboard == budget == expected
+
+
+def test_dashboard_url_output_follows_the_dashboard_name(template):
+    value = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert value[1] == {"Dashboard": {"Ref": "CloudWatchDashboard"}}
+    assert value[0].endswith("?region=${AWS::Region}#dashboards:name=${Dashboard}")

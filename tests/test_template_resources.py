@@ -190,6 +190,8 @@ def test_event_destinations_route_every_event_type_the_feedback_processor_handle
 def test_optional_domain_identity_uses_2048_bit_easy_dkim_and_our_config_set(template):
     resource = template["Resources"]["SESEmailIdentity"]
     assert resource["Condition"] == "CreateEmailIdentity"
+    # Other senders may use the domain: deleting the stack or replacing the identity keeps it.
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
     p = resource["Properties"]
     assert p["EmailIdentity"] == {"Ref": "VerifiedDomain"}
     assert p["DkimSigningAttributes"] == {"NextSigningKeyLength": "RSA_2048_BIT"}
@@ -374,6 +376,73 @@ def test_dashboard_shows_every_custom_metric_queue_function_and_the_table(templa
     for name in ("prod-send-order-email", "prod-send-order-email-dlq", "prod-ses-feedback",
                  "prod-ses-feedback-dlq", "prod-ses-feedback-processor", "prod-email-deliveries"):
         assert f'"{name}"' in text, name
+
+
+def _regions_in(condition: dict) -> list[str]:
+    """The regions a `RegionHasBudgets`-shaped condition is true in; asserts its shape on the way
+    (Fn::Or takes 2 to 10 conditions; each leaf compares AWS::Region with one region)."""
+    (function, arg), = condition.items()
+    if function == "Fn::Equals":
+        assert arg[0] == {"Ref": "AWS::Region"}
+        return [arg[1]]
+    assert function == "Fn::Or" and 2 <= len(arg) <= 10, condition
+    return [region for item in arg for region in _regions_in(item)]
+
+
+def test_budget_exists_only_in_regions_whose_cloudformation_has_budgets(template):
+    # A template naming a resource type its region lacks fails to deploy ("Unrecognized resource
+    # types"); AWS::Budgets::Budget is missing in some regions that have SES.
+    assert template["Resources"]["MonthlyCostBudget"]["Condition"] == "RegionHasBudgets"
+    regions = _regions_in(template["Conditions"]["RegionHasBudgets"])
+    assert sorted(regions) == sorted(settings.BUDGET_REGIONS)
+    assert len(regions) == len(set(regions))
+
+
+def _references(value) -> set[str]:
+    """Logical ids `value` refers to with Ref, Fn::GetAtt or a Fn::Sub variable."""
+    if isinstance(value, list):
+        return set().union(*map(_references, value))
+    if not isinstance(value, dict):
+        return set()
+    if "Ref" in value:
+        return {value["Ref"]}
+    if "Fn::GetAtt" in value:
+        return {value["Fn::GetAtt"][0]}
+    if "Fn::Sub" in value:
+        text, variables = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) \
+            else value["Fn::Sub"]
+        named = {name.split(".")[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+        return (named - set(variables)) | _references(list(variables.values()))
+    return _references(list(value.values()))
+
+
+def _referrers(template: dict, logical_id: str) -> dict[str, str | None]:
+    """Resources and outputs that refer to `logical_id` (Ref, GetAtt, Sub, DependsOn), with the
+    condition each carries."""
+    found = {}
+    for name, resource in template["Resources"].items():
+        depends = resource.get("DependsOn", [])
+        depends = [depends] if isinstance(depends, str) else depends
+        if logical_id in _references(resource.get("Properties", {})) or logical_id in depends:
+            found[name] = resource.get("Condition")
+    for name, output in template["Outputs"].items():
+        if logical_id in _references(output["Value"]):
+            found[f"Outputs.{name}"] = output.get("Condition")
+    return found
+
+
+def test_whatever_refers_to_a_conditional_resource_carries_its_condition(template):
+    # A reference to a resource its condition left out fails the deploy; the DKIM outputs refer
+    # to the identity, and nothing may refer to the budget outside the regions that have it.
+    conditional = {name: resource["Condition"] for name, resource in
+                   template["Resources"].items() if "Condition" in resource}
+    assert {"MonthlyCostBudget", "SESEmailIdentity"} <= set(conditional)
+    for logical_id, condition in conditional.items():
+        for referrer, its_condition in _referrers(template, logical_id).items():
+            assert its_condition == condition, (logical_id, referrer)
+    # The check sees references at all: the DKIM outputs are found through their Fn::Sub.
+    assert set(_referrers(template, "SESEmailIdentity")) == {
+        "Outputs.DkimRecord1", "Outputs.DkimRecord2", "Outputs.DkimRecord3"}
 
 
 def test_budget_warns_at_80_percent_actual_and_100_percent_forecast(template):
