@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from troposphere import Ref, Sub, Template
 from troposphere.ses import (
-    ConfigurationSet, ConfigurationSetAttributes, ConfigurationSetEventDestination,
+    ConfigurationSet, ConfigurationSetEventDestination,
     DeliveryOptions, DkimSigningAttributes, EmailIdentity, EventDestination, ReputationOptions,
     SnsDestination, SuppressionOptions,
 )
@@ -79,10 +79,10 @@ def add_ses(t: Template, params: Params, *, topics: Topics) -> Ses:
         EmailIdentity=Ref(params.verified_domain),
         # Easy DKIM (signing is on by default for a domain identity), with 2048-bit keys.
         DkimSigningAttributes=DkimSigningAttributes(NextSigningKeyLength="RSA_2048_BIT"),
-        # Mail from this domain that names no configuration set still gets tracked and suppressed.
-        ConfigurationSetAttributes=ConfigurationSetAttributes(
-            ConfigurationSetName=config_set.ref(),
-        ),
+        # No default configuration set: the send function names this stack's set on every
+        # email. As the domain's default, the set would capture other senders' mail too: a pause
+        # of this stack's set (the circuit breaker) would stop their mail, and sending from the
+        # retained identity would fail once the stack (and its set) is deleted.
         Tags=tags(params.env),
     ))
     return Ses(configuration_set=config_set, destinations=destinations, identity=identity)
