@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the order-confirmation pipeline end to end, locally, from the generated template.
 
-    python simulate.py [--orders 2000] [--seed 1] [--faults 0.1] [--duplicates 0.3] [--json]
+    python simulate.py [--scenario NAME] [--orders 2000] [--seed 1] [--faults 0.1] [--json]
 
 It checks three claims that a template alone cannot show: no email sent twice, no order lost,
 every email tracked to its final status. This file only parses the arguments and prints the
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from simulation import DEFAULT_TEMPLATE, INVARIANTS, Progress, TemplateError, format_report, run
+from simulation.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 
 def _count(text: str) -> int:
@@ -52,12 +53,20 @@ def _parameter(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    scenarios = "\n".join(f"  {name:16} {scenario.summary}"
+                           for name, scenario in SCENARIOS.items())
     parser = argparse.ArgumentParser(
         prog="simulate.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"scenarios (--scenario NAME):\n{scenarios}",
         description="Run the order-confirmation pipeline end to end, locally under moto, from the "
                     "generated template, with faults; exit 1 if an email is sent twice, an order "
                     "is lost or an email is not tracked to its final status.",
     )
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default=DEFAULT_SCENARIO,
+                        metavar="NAME",
+                        help=f"what happens to the stack during the run, listed below "
+                             f"({DEFAULT_SCENARIO})")
     parser.add_argument("--orders", type=_count, default=200, help="orders to publish (200)")
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed: the same seed repeats the run (default: a random one, "
@@ -101,7 +110,8 @@ def main(argv: list[str] | None = None, *,
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 100000)
     try:
-        report = run(args.template, orders=args.orders, seed=seed, faults=args.faults,
+        report = run(args.template, orders=args.orders, seed=seed, scenario=args.scenario,
+                     faults=args.faults,
                      duplicates=args.duplicates, invalid=args.invalid,
                      feedback_duplicates=args.feedback_duplicates, parameters=dict(args.param),
                      redrive=args.redrive, workers=args.workers, progress=Progress(sys.stderr),

@@ -34,7 +34,7 @@ INVALID_KINDS = ("not-json", "missing-orderId", "bad-email", "header-injection",
                  "bad-money", "not-an-object")
 
 
-def valid_order(index: int, rng: random.Random) -> Order:
+def valid_order(index: int, rng: random.Random, domain: str = SIMULATOR_DOMAIN) -> Order:
     """An order that satisfies the order contract; its recipient picks the email's outcome."""
     outcome = rng.choices(list(OUTCOME_WEIGHTS), weights=list(OUTCOME_WEIGHTS.values()))[0]
     # Every 25th id holds characters SES tags refuse: the sender must encode it reversibly.
@@ -44,7 +44,7 @@ def valid_order(index: int, rng: random.Random) -> Order:
     total = sum(Decimal(item["unitPrice"]) * item["quantity"] for item in items)
     body = json.dumps({
         "orderId": order_id,
-        "customerEmail": f"{outcome}+{index}@{SIMULATOR_DOMAIN}",
+        "customerEmail": f"{outcome}+{index}@{domain}",
         "customerName": rng.choice(CUSTOMER_NAMES),
         "items": items,
         "total": f"{total:.2f}",
@@ -76,9 +76,10 @@ def invalid_order(index: int, kind: str) -> Order:
     return Order(json.dumps(base), False, base.get("orderId"), kind)
 
 
-def make_orders(count: int, rng: random.Random, duplicates: float,
-                invalid: float) -> tuple[list[Order], list[str]]:
-    """`count` distinct orders and the sequence they are published in.
+def make_orders(count: int, rng: random.Random, duplicates: float, invalid: float,
+                domain: str = SIMULATOR_DOMAIN) -> tuple[list[Order], list[tuple[float, str]]]:
+    """`count` distinct orders and the sequence they are published in, as (position, body):
+    order i is published at position i, its copies later (the caller turns positions into times).
 
     A share `invalid` breaks the contract; a share `duplicates` of the valid ones is published
     2-3 times, the copy either right after the original (same or next batch: a race between two
@@ -89,7 +90,7 @@ def make_orders(count: int, rng: random.Random, duplicates: float,
         if rng.random() < invalid:
             orders.append(invalid_order(index, INVALID_KINDS[index % len(INVALID_KINDS)]))
         else:
-            orders.append(valid_order(index, rng))
+            orders.append(valid_order(index, rng, domain))
     keyed = []
     for index, order in enumerate(orders):
         keyed.append((float(index), order.body))
@@ -99,4 +100,4 @@ def make_orders(count: int, rng: random.Random, duplicates: float,
                 later = rng.uniform(0, 30) if rng.random() < 0.5 else rng.uniform(0, count)
                 keyed.append((index + later, order.body))
     keyed.sort()
-    return orders, [body for _, body in keyed]
+    return orders, keyed

@@ -1,8 +1,11 @@
 """The report: figures and invariants from a run's end state, and its readable form.
 
-`build_report` turns the merged tally (emails SES accepted, table items, DLQ contents) into the
-report's figures and checks the INVARIANTS: no email sent twice, no order lost, every email
-tracked to its final status, no invalid order dropped. `format_report` prints it as a table.
+`build_report` turns the merged tally (emails SES accepted, table items, DLQ contents, each
+order's timeline) into the report's figures and checks the INVARIANTS: no email sent twice, no
+order lost, no order FAILED for a reason that is not about it, every email tracked to its final
+status, every valid order emailed once the runbook's redrive was played, no invalid order
+dropped. It also says, per scenario, which orders waited, where, for how long and how they got
+out, and how long orders took to reach SES and the inbox. `format_report` prints it as a table.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 from collections import Counter
 
 from simulation.orders import Order
+from simulation.timeline import clock_label
 
 EXAMPLES = 5  # orders shown per broken invariant
 
@@ -18,12 +22,16 @@ EXAMPLES = 5  # orders shown per broken invariant
 INVARIANTS = (
     ("duplicate_emails", "0", "an order was emailed more than once"),
     ("lost_orders", "0", "a valid order was neither emailed nor dead-lettered"),
+    ("failed_not_about_the_order", "0",
+     "a valid order was marked FAILED: SES refused it for the account's or the setup's sake"),
     ("tracked_pct", "100", "an email's item did not reach the status its outcome implies"),
+    ("unsent_orders", "0", "a valid order was not emailed although the runbook's redrive ran"),
     ("invalid_dropped", "0", "an invalid order was acknowledged instead of dead-lettered"),
 )
 
 
-def build_report(tally: dict, orders: list[Order], bodies: list[str]) -> dict:
+def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
+                 redrive: bool = True) -> dict:
     """Figures and invariants from the end state: what SES accepted, the table, the DLQs."""
     sends = tally["sends"]
     by_body = {order.body: order for order in orders}
@@ -37,6 +45,10 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str]) -> dict:
             if order.order_id not in sends and order.order_id not in dead_valid]
     emails, untracked = tally["emails"], tally["untracked"]
     api_calls = tally["api_calls"]
+    valid_ids = {order.order_id for order in valid}
+    wrongly_failed = [item for item in tally["failed_items"] if item["orderId"] in valid_ids]
+    unsent = [order.order_id for order in valid if order.order_id not in sends]
+    timeline = tally["timeline"]
     report = {
         "orders_published": len(bodies),
         "valid_orders": len(valid),
@@ -73,11 +85,66 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str]) -> dict:
         "virtual_s": tally["virtual_s"],
         "not_simulated": dict(sorted(tally["not_simulated"].items())),
         "skipped": dict(sorted(tally["skipped"].items())),
+        "failed_not_about_the_order": len(wrongly_failed),
+        "unsent_orders": len(unsent) if redrive else None,
+        "ses_refusals": dict(sorted(tally["ses_refusals"].items())),
+        "ses_refusal_messages": dict(sorted(tally["ses_refusal_messages"].items())),
+        "ses_throttles": tally["ses_refusals"].get("Throttling", 0)
+        + tally["faults"].get("ses_throttling", 0),
+        "lambda": tally["lambda"],
+        "call_latency": dict(sorted(tally["latency_stats"].items())),
+        "accept_latency_s": latency_figures(timeline["published"], timeline["accepted"]),
+        "delivery_latency_s": latency_figures(timeline["published"], timeline["delivered"]),
+        "waits": waits(timeline, valid_ids),
+        "happenings": [f"{clock_label(at)} {what}" for at, what in timeline["happenings"]],
         "examples": {"duplicate_emails": tally["duplicate_examples"],
-                     "lost_orders": lost[:EXAMPLES], "untracked": untracked[:EXAMPLES]},
+                     "lost_orders": lost[:EXAMPLES], "untracked": untracked[:EXAMPLES],
+                     "failed_not_about_the_order": wrongly_failed[:EXAMPLES],
+                     "unsent_orders": unsent[:EXAMPLES] if redrive else []},
     }
     report["invariants_broken"] = broken_invariants(report)
     return report
+
+
+def latency_figures(start: dict[str, float], end: dict[str, float]) -> dict:
+    """p50 / p95 / max of end - start over the orders that have both, in virtual seconds."""
+    spans = [end[order_id] - at for order_id, at in start.items() if order_id in end]
+    return {"p50": _round(percentile(spans, 50)), "p95": _round(percentile(spans, 95)),
+            "max": _round(max(spans, default=None)) if spans else None, "orders": len(spans)}
+
+
+# An order whose email went out later than this after it was published waited for something: a
+# retry (the queue's visibility timeout) or a redrive, not just the batching window and the calls.
+WAITED_AFTER_S = 30
+
+
+def waits(timeline: dict, valid_ids: set[str]) -> dict:
+    """Which orders waited, where (the queue, or the DLQ until the operator's redrive), for how
+    long (publish -> SES accepted, virtual seconds) and how they got out."""
+    published, accepted = timeline["published"], timeline["accepted"]
+    redriven = timeline["redriven"]
+    waited = {}
+    for order_id in valid_ids:
+        if order_id not in published:
+            continue
+        span = accepted.get(order_id, float("inf")) - published[order_id]
+        if order_id in redriven or span > WAITED_AFTER_S:
+            waited[order_id] = span
+    via_dlq = [order_id for order_id in waited if order_id in redriven]
+    sent = [span for span in waited.values() if span != float("inf")]
+    return {
+        "orders_waited": len(waited),
+        "in_the_queue": len(waited) - len(via_dlq),
+        "in_the_dlq": len(via_dlq),
+        "still_waiting": sum(span == float("inf") for span in waited.values()),
+        "wait_s": {"p50": _round(percentile(sent, 50)), "max": _round(max(sent, default=0))},
+        "released_by": {
+            "queue retry (visibility timeout)": sum(
+                1 for order_id, span in waited.items()
+                if order_id not in redriven and span != float("inf")),
+            "operator redrive from the DLQ": sum(
+                1 for order_id in via_dlq if waited[order_id] != float("inf"))},
+    }
 
 
 def _envelope_message(body: str) -> str | None:
@@ -113,6 +180,12 @@ def broken_invariants(report: dict) -> list[str]:
     return broken
 
 
+def _spread(figures: dict) -> str:
+    if figures.get("p50") is None:
+        return "-"
+    return f"{figures['p50']}/{figures['p95']}/{figures['max']}"
+
+
 def format_report(report: dict, template_label: str = "") -> str:
     """The report as a readable table (the JSON form carries every field)."""
     settings = report["settings"]
@@ -120,6 +193,7 @@ def format_report(report: dict, template_label: str = "") -> str:
     send_queue = next((q for q in report["queues"].values() if q["name"] == send.get("queue")), {})
     lines = [
         f"Local end-to-end simulation{' of ' + template_label if template_label else ''}",
+        f"  scenario {settings.get('scenario')}: {settings.get('scenario_summary')}",
         f"  {settings['orders']} orders, seed {settings['seed']}, faults {settings['faults']}, "
         f"duplicates {settings['duplicates']:.0%}, invalid {settings['invalid']:.0%}, "
         f"duplicated SES events {settings['feedback_duplicates']:.0%}, "
@@ -155,6 +229,13 @@ def format_report(report: dict, template_label: str = "") -> str:
          f"{feedback['emails_with_out_of_order_events']} emails' events out of order"),
         ("faults injected", sum(faults.values()),
          ", ".join(f"{name} {n}" for name, n in faults.items())),
+        ("SES refusals", sum(report["ses_refusals"].values()),
+         ", ".join(f"{code} {n}" for code, n in report["ses_refusals"].items())),
+        ("ses_throttles", report["ses_throttles"], "Throttling answers (refused or injected)"),
+        ("accept_latency_s", _spread(report["accept_latency_s"]),
+         "publish -> SES accepted, p50 / p95 / max, virtual seconds"),
+        ("delivery_latency_s", _spread(report["delivery_latency_s"]),
+         "publish -> Delivery recorded in the table"),
         ("api_calls_per_email", report["api_calls_per_email"], "handler AWS calls / emails sent"),
         ("handler_ms_p50", report["handler_ms_p50"], "per record, in-process under moto"),
         ("handler_ms_p95", report["handler_ms_p95"], ""),
@@ -164,6 +245,17 @@ def format_report(report: dict, template_label: str = "") -> str:
     width = max(len(str(name)) for name, _, _ in rows)
     for name, value, note in rows:
         lines.append(f"  {name:<{width}}  {str(value):>8}  {note}".rstrip())
+    waits_ = report["waits"]
+    if waits_["orders_waited"] or report["happenings"]:
+        lines.append("")
+        lines.append("what happened, and the orders that waited")
+        lines.extend(f"  {line}" for line in report["happenings"])
+        released = ", ".join(f"{n} by {how}" for how, n in waits_["released_by"].items() if n)
+        lines.append(
+            f"  {waits_['orders_waited']} orders waited: {waits_['in_the_queue']} in the queue, "
+            f"{waits_['in_the_dlq']} in the DLQ until the redrive; publish -> SES accepted p50 "
+            f"{waits_['wait_s']['p50']} s, max {waits_['wait_s']['max']} s; released "
+            f"{released or 'none'}; still waiting {waits_['still_waiting']}")
     lines.append("")
     lines.append("invariants")
     for name, target, meaning in INVARIANTS:

@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from simulation.faults import Faults
+from simulation.latency import LatencyModel, virtual_retry_sleeps
 from simulation.orders import Order, make_orders
 from simulation.report import EXAMPLES, build_report
-from simulation.runtime import (MAX_VIRTUAL_S, SQS_HOLD_S, START_EPOCH, TICK_S, EventSourceMapping,
+from simulation.runtime import (MAX_VIRTUAL_S, SQS_HOLD_S, START_EPOCH, EventSourceMapping,
                                 Function, Instrument, VirtualClock)
-from simulation.ses import EXPECTED_STATUS, ArrivalLog, SesPlayer
+from simulation.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario
+from simulation.ses import EXPECTED_STATUS, SIMULATOR_DOMAIN, ArrivalLog, SesPlayer
+from simulation.ses_model import SesModel
 from simulation.stack import QueueInfo, deploy, wire
+from simulation.timeline import Timeline, merge_timelines
 from simulation.template import (DEFAULT_TEMPLATE, REGION, TemplateError, choose_parameters,
                                  load_template)
 
@@ -123,10 +127,11 @@ def sandbox():
 
 
 class Simulation:
-    """One stack deployed in moto, its functions loaded, SES and the mappings played on it."""
+    """One stack deployed in moto, its functions loaded, SES and the mappings played on it, on
+    the virtual clock, while a scenario happens to it."""
 
     def __init__(self, template: dict, parameters: dict[str, str], *, seed: str, faults: float,
-                 feedback_duplicates: float, progress: Progress,
+                 feedback_duplicates: float, scenario: Scenario, orders: int, progress: Progress,
                  on_load: Callable[[str, types.ModuleType], None] | None):
         import boto3
 
@@ -134,30 +139,65 @@ class Simulation:
         self.aws = {name: session.client(name) for name in ("kms", "sns", "sqs", "dynamodb", "ses",
                                                             "sesv2")}
         self.progress = progress
+        self.scenario = scenario
         self.clock = VirtualClock()
         self.stack = deploy(template, parameters, self.aws)
         self.wiring = wire(self.stack, template)
+        self.ses_account = self._ses_account(parameters, orders)
         self.faults = Faults(faults, random.Random(f"{seed}:faults"))
+        self.latency = LatencyModel(random.Random(f"{seed}:latency"),
+                                    scenario.slowdown_windows(self.clock.now))
+        self.timeline = Timeline()
         self.ses = SesPlayer(self.stack.event_routes, self.aws["sns"], self.clock,
                              random.Random(f"{seed}:ses"), feedback_duplicates)
-        self.instrument = Instrument(self.faults, self.ses.accept)
+        self.instrument = Instrument(self.faults, self._accepted, clock=self.clock,
+                                     ses_account=self.ses_account, latency=self.latency)
         self.arrivals = ArrivalLog(self.clock)
         self.functions: dict[str, Function] = {}
         self.mappings = self._mappings(on_load)
+        self.actions = deque(sorted(scenario.actions, key=lambda action: action.at_s))
+        self.redriven: Counter = Counter()
+
+    def _ses_account(self, parameters: dict[str, str], orders: int) -> SesModel:
+        """The SES account as the scenario starts it: by default a production account with the
+        stack's domain verified and its configuration sets in place."""
+        account = SesModel(region=REGION, clock=self.clock.time)
+        for identity in [parameters.get("VerifiedDomain"), *self.stack.identities]:
+            if identity:
+                account.add_identity(identity)
+        for name in self.stack.configuration_sets:
+            account.add_configuration_set(name)
+        self.scenario.account(account, orders)
+        return account
+
+    def _accepted(self, params: dict, response: dict):
+        email = self.ses.accept(params, response)
+        self.timeline.accept(email.order_id, email.accepted_at)
+        return email
 
     def role_of(self, queue: QueueInfo) -> str:
         if queue is self.wiring.send_queue:
             return "send"
         return "feedback" if queue in self.wiring.feedback_queues else "other"
 
+    def _observer(self, role: str):
+        if role == "send":
+            return self.timeline.observe_send
+        if role == "feedback":
+            def observe(records, result):
+                self.arrivals.observe(records, result)
+                self.timeline.observe_feedback(records, result)
+            return observe
+        return None
+
     def _mappings(self, on_load) -> list[EventSourceMapping]:
-        """One player per enabled mapping, send first; each function loaded once."""
+        """One player per mapping, send first; each function loaded once."""
         by_name = {info.name: info for info in self.stack.functions.values()}
         players = []
         for info in self.stack.mappings.values():
             queue = self.stack.queue_by_arn(info.queue_arn)
             function = by_name.get(info.function_name)
-            if not info.enabled or queue is None or function is None:
+            if queue is None or function is None:
                 continue
             if function.logical not in self.functions:
                 self.functions[function.logical] = Function(function, self.clock, self.instrument,
@@ -165,50 +205,63 @@ class Simulation:
             role = self.role_of(queue)
             players.append(EventSourceMapping(
                 info, queue, self.functions[function.logical], role, self.aws["sqs"], self.clock,
-                self.arrivals.observe if role == "feedback" else None))
+                self._observer(role)))
         order = {"send": 0, "feedback": 1, "other": 2}
         return sorted(players, key=lambda player: (order[player.role], player.info.logical))
 
-    def play(self, bodies: list[str]) -> None:
-        """Tick the virtual clock until no order, event or retry is left in flight."""
-        pending = deque(bodies)
+    def play(self, schedule: list[tuple[float, str]]) -> None:
+        """Run the virtual clock until no order, event, retry or scenario action is left:
+        `schedule` holds (publish time, body) of the orders, in time order."""
+        pending = deque(schedule)
         deadline = self.clock.now + MAX_VIRTUAL_S
-        per_tick = self.order_rate()
+        published = 0
         while True:
-            if pending:
-                count = min(per_tick, len(pending))
-                self._publish_orders([pending.popleft() for _ in range(count)])
-            self.ses.publish_due()
-            worked = False
+            now = self.clock.now
+            due = []
+            while pending and pending[0][0] <= now:
+                due.append(pending.popleft()[1])
+            if due:
+                self._publish_orders(due)
+                published += len(due)
+            while self.actions and self.scenario_start + self.actions[0].at_s <= now:
+                action = self.actions.popleft()
+                self.timeline.happened(now, action.what)
+                action.do(self)
+            if self.ses.next_due() is not None and self.ses.next_due() <= now:
+                self.ses.publish_due()
+                self._notify("feedback")
             for mapping in self.mappings:
-                worked = mapping.tick() or worked
-            self.progress.status(self._status(len(bodies) - len(pending), len(bodies)))
-            if pending or worked:
-                self.clock.now += TICK_S
-                continue
-            upcoming = [due for due in [self.ses.next_due()] +
-                        [mapping.next_due() for mapping in self.mappings] if due is not None]
+                mapping.tick()
+            self.progress.status(self._status(published, published + len(pending)))
+            upcoming = [time for time in (
+                pending[0][0] if pending else None,
+                self.scenario_start + self.actions[0].at_s if self.actions else None,
+                self.ses.next_due(),
+                *(mapping.next_due() for mapping in self.mappings)) if time is not None]
             if not upcoming:
                 return
-            self.clock.now = max(self.clock.now + TICK_S, min(upcoming))
+            self.clock.now = max(min(upcoming), now + 1e-6)
             if self.clock.now > deadline:
                 raise RuntimeError("the simulation did not settle within a week of virtual time")
 
-    def order_rate(self) -> int:
-        """Orders published per tick: as many as the send mapping takes (MaximumConcurrency x
-        BatchSize), so every batch is full. (A longer backlog shows nothing more, and moto's SQS
-        works in time proportional to the queue length for every message it hands out.)"""
-        send = [m for m in self.mappings if m.role == "send"]
-        if not send:
-            return 10 * TICK_S
-        return max(1, send[0].info.max_concurrency) * send[0].info.batch_size * TICK_S
+    @property
+    def scenario_start(self) -> float:
+        return START_EPOCH
+
+    def _notify(self, role: str) -> None:
+        for mapping in self.mappings:
+            if mapping.role == role:
+                mapping.notify()
 
     def _publish_orders(self, bodies: list[str]) -> None:
+        for body in bodies:
+            self.timeline.publish(body, self.clock.now)
         for start in range(0, len(bodies), 10):
             entries = [{"Id": str(i), "Message": body}
                        for i, body in enumerate(bodies[start:start + 10])]
             self.aws["sns"].publish_batch(TopicArn=self.wiring.order_topic,
                                           PublishBatchRequestEntries=entries)
+        self._notify("send")
 
     def _status(self, published: int, total: int) -> str:
         elapsed = int(self.clock.now - START_EPOCH)
@@ -217,8 +270,14 @@ class Simulation:
                 f"{published}/{total} | emails sent {len(self.ses.emails)} | SES events "
                 f"published {self.ses.stats['published']} | retries pending {retrying}")
 
+    def operator_redrive(self) -> dict[str, int]:
+        """The runbook's step once the cause is fixed (a scenario action or the end of a run)."""
+        moved = self.redrive()
+        self.redriven.update(moved)
+        return moved
+
     def redrive(self) -> dict[str, int]:
-        """The on-call runbook's last step: move every message in each DLQ back to the queue whose
+        """The on-call runbook's redrive: move every message in each DLQ back to the queue whose
         redrive policy names it (StartMessageMoveTask, which moto lacks: receive, send, delete).
         Returns the messages moved, by DLQ."""
         moved = {}
@@ -238,7 +297,10 @@ class Simulation:
                 self.aws["sqs"].delete_message_batch(QueueUrl=dlq.url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                     for i, m in enumerate(messages)])
+                self.timeline.redrive([m["Body"] for m in messages], self.clock.now)
                 moved[dlq.name] += len(messages)
+        for mapping in self.mappings:
+            mapping.notify()
         return moved
 
     # --- end state ------------------------------------------------------------------------------
@@ -343,27 +405,63 @@ class Simulation:
             "virtual_s": int(self.clock.now - START_EPOCH),
             "not_simulated": dict(self.stack.not_simulated),
             "skipped": dict(self.stack.skipped),
+            "failed_items": self.failed_items(),
+            "ses_refusals": Counter(code for _, code, _ in self.ses_account.refusals),
+            "ses_refusal_messages": Counter(
+                f"{code}: {message[:60]}" for _, code, message in self.ses_account.refusals),
+            "latency_stats": Counter(self.latency.stats),
+            "lambda": {mapping.function.info.logical: {
+                "invocations": mapping.function.invocations,
+                "cold_starts": mapping.function.cold_starts,
+                "timeouts": mapping.function.timeouts} for mapping in self.mappings},
+            "timeline": self.timeline.as_data(),
         }
 
+    def failed_items(self) -> list[dict]:
+        """Items in a final failure status and the error that put them there."""
+        if not self.wiring.table:
+            return []
+        failed = []
+        for page in self.aws["dynamodb"].get_paginator("scan").paginate(
+                TableName=self.wiring.table,
+                FilterExpression="#status IN (:failed, :rejected, :rendering)",
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues={":failed": {"S": "FAILED"},
+                                           ":rejected": {"S": "REJECTED"},
+                                           ":rendering": {"S": "RENDERING_FAILED"}},
+                ProjectionExpression="orderId, #status, #error"):
+            for item in page["Items"]:
+                failed.append({"orderId": item["orderId"]["S"], "status": item["status"]["S"],
+                               "error": item.get("error", {}).get("S", "")})
+        return failed
 
-def simulate_shard(template: dict, parameters: dict[str, str], bodies: list[str], *, seed: str,
-                   faults: float, feedback_duplicates: float, redrive: bool, progress: Progress,
+
+def simulate_shard(template: dict, parameters: dict[str, str],
+                   schedule: list[tuple[float, str]], *, seed: str, faults: float,
+                   feedback_duplicates: float, redrive: bool, scenario: str, orders: int,
+                   progress: Progress,
                    on_load: Callable[[str, types.ModuleType], None] | None) -> dict:
-    """Deploy one copy of the stack in a fresh moto, play `bodies` through it until it settles,
-    then (if `redrive`) redrive the DLQs once and play until it settles again; return its tally."""
+    """Deploy one copy of the stack in a fresh moto, play the `schedule` of orders through it
+    while the scenario happens, until it settles; then (if `redrive`) redrive the DLQs once and
+    play until it settles again; return its tally."""
     from moto import mock_aws  # heavy import: only when a run starts
 
     with sandbox(), mock_aws(), faster_moto():
         simulation = Simulation(template, parameters, seed=seed, faults=faults,
-                                feedback_duplicates=feedback_duplicates, progress=progress,
+                                feedback_duplicates=feedback_duplicates,
+                                scenario=SCENARIOS[scenario], orders=orders, progress=progress,
                                 on_load=on_load)
-        simulation.play(bodies)
-        before = simulation.tally_dlqs()
-        moved = simulation.redrive() if redrive else {}
-        if any(moved.values()):
-            simulation.play([])
+        with virtual_retry_sleeps(simulation.clock, seed):
+            simulation.play(schedule)
+            before = simulation.tally_dlqs()
+            if redrive and any(before.values()):
+                simulation.timeline.happened(simulation.clock.now,
+                                             "end of run: the runbook's redrive of every DLQ")
+                simulation.operator_redrive()
+                simulation.play([])
         progress.done()
-        return {**simulation.tally(), "before_redrive": before, "redriven": moved}
+        return {**simulation.tally(), "before_redrive": before,
+                "redriven": dict(simulation.redriven)}
 
 
 def _shard_process(connection, arguments: dict) -> None:
@@ -406,14 +504,23 @@ def run_shards(shards: list[dict]) -> list[dict]:
     return results
 
 
-def split(orders: list[Order], bodies: list[str], workers: int) -> list[list[str]]:
-    """The publish sequence cut into `workers` shards by order (order i goes to shard i mod
-    workers): every copy of an order stays in one shard, in its original place in the sequence."""
+def split(orders: list[Order], schedule: list[tuple[float, str]],
+          workers: int) -> list[list[tuple[float, str]]]:
+    """The publish schedule cut into `workers` shards by order (order i goes to shard i mod
+    workers): every copy of an order stays in one shard, at its own time."""
     shard_of = {order.body: index % workers for index, order in enumerate(orders)}
-    shards: list[list[str]] = [[] for _ in range(workers)]
-    for body in bodies:
-        shards[shard_of[body]].append(body)
+    shards: list[list[tuple[float, str]]] = [[] for _ in range(workers)]
+    for at, body in schedule:
+        shards[shard_of[body]].append((at, body))
     return [shard for shard in shards if shard]
+
+
+def publish_schedule(positions: list[tuple[float, str]], count: int,
+                     span_s: float) -> list[tuple[float, str]]:
+    """(virtual time, body): the i-th of `count` orders is published at i/count of `span_s`
+    after the start (copies at their own, later positions)."""
+    interval = span_s / max(1, count)
+    return [(START_EPOCH + position * interval, body) for position, body in positions]
 
 
 def merge(tallies: list[dict]) -> dict:
@@ -423,10 +530,16 @@ def merge(tallies: list[dict]) -> dict:
         total["emails"] += tally["emails"]
         total["ses_accepted_per_moto"] += tally["ses_accepted_per_moto"]
         total["virtual_s"] = max(total["virtual_s"], tally["virtual_s"])
-        for key in ("sends", "email_outcomes", "status_counts", "feedback", "faults", "api_calls"):
+        for key in ("sends", "email_outcomes", "status_counts", "feedback", "faults", "api_calls",
+                    "ses_refusals", "ses_refusal_messages", "latency_stats"):
             total[key].update(tally[key])
-        for key in ("untracked", "duplicate_examples", "timings"):
+        for key in ("untracked", "duplicate_examples", "timings", "failed_items"):
             total[key].extend(tally[key])
+        for logical, counts in tally["lambda"].items():
+            into = total["lambda"].setdefault(logical, dict.fromkeys(counts, 0))
+            if into is not counts:
+                for name, n in counts.items():
+                    into[name] += n
         for name, bodies in tally["dlq"].items():
             total["dlq"].setdefault(name, []).extend(bodies)
         for key in ("before_redrive", "redriven"):
@@ -439,39 +552,50 @@ def merge(tallies: list[dict]) -> dict:
                 for key in ("stats", "outcomes", "metrics"):
                     into[key].update(function[key])
     total["duplicate_examples"] = total["duplicate_examples"][:EXAMPLES]
+    total["timeline"] = merge_timelines([tally["timeline"] for tally in tallies])
     return total
 
 
 def run(template: str | Path | dict = DEFAULT_TEMPLATE, *, orders: int = 200, seed: int = 1,
-        faults: float = 0.0, duplicates: float = 0.1, invalid: float = 0.05,
-        feedback_duplicates: float = 0.1, parameters: dict[str, str] | None = None,
-        redrive: bool = True, workers: int = 2, progress: Progress | None = None,
+        scenario: str = DEFAULT_SCENARIO, faults: float = 0.0, duplicates: float = 0.1,
+        invalid: float = 0.05, feedback_duplicates: float = 0.1,
+        parameters: dict[str, str] | None = None, redrive: bool = True, workers: int = 2,
+        progress: Progress | None = None,
         on_load: Callable[[str, types.ModuleType], None] | None = None) -> dict:
-    """Simulate `orders` orders through the stack `template` describes; returns the report.
+    """Simulate `orders` orders through the stack `template` describes, while `scenario`
+    happens to it (simulation/scenarios.py); returns the report.
 
     `workers` > 1 splits the orders over that many copies of the stack, each in its own process
-    (moto is single-threaded); the same seed and workers repeat a run. `on_load(logical_id,
-    module)` is called with each loaded handler module (a test can break a handler with it).
-    Raises TemplateError when the template cannot be simulated.
+    (moto is single-threaded) and each with its own SES account living the scenario; the same
+    seed and workers repeat a run. `on_load(logical_id, module)` is called with each loaded
+    handler module (a test can break a handler with it). Raises TemplateError when the template
+    cannot be simulated, KeyError for an unknown scenario.
     """
     started = _real_time.perf_counter()
     progress = progress or Progress(enabled=False)
+    chosen_scenario = SCENARIOS[scenario]
     template = load_template(template)
-    chosen = choose_parameters(template, parameters)
-    order_list, bodies = make_orders(orders, random.Random(f"{seed}:orders"), duplicates, invalid)
-    shards = split(order_list, bodies, max(1, workers))
-    progress.phase(f"deploying the template's data plane in moto ({len(shards)} "
-                   f"cop{'y' if len(shards) == 1 else 'ies'}), loading the handlers, publishing "
-                   f"{len(bodies)} order messages ({orders} orders), playing the mappings and SES")
+    chosen = choose_parameters(template, {**chosen_scenario.parameters, **(parameters or {})})
+    order_list, positions = make_orders(
+        orders, random.Random(f"{seed}:orders"), duplicates, invalid,
+        domain=chosen_scenario.customer_domain or SIMULATOR_DOMAIN)
+    schedule = publish_schedule(positions, orders, chosen_scenario.arrival_span_s(orders))
+    bodies = [body for _, body in schedule]
+    shards = split(order_list, schedule, max(1, workers))
+    progress.phase(f"scenario {scenario}: deploying the template's data plane in moto "
+                   f"({len(shards)} cop{'y' if len(shards) == 1 else 'ies'}), loading the "
+                   f"handlers, publishing {len(bodies)} order messages ({orders} orders), "
+                   f"playing the mappings and SES")
     tallies = run_shards([
-        {"template": template, "parameters": chosen, "bodies": shard, "seed": f"{seed}:{index}",
+        {"template": template, "parameters": chosen, "schedule": shard, "seed": f"{seed}:{index}",
          "faults": faults, "feedback_duplicates": feedback_duplicates, "redrive": redrive,
-         "on_load": on_load,
+         "scenario": scenario, "orders": max(1, orders // len(shards)), "on_load": on_load,
          "progress": progress if index == 0 else Progress(enabled=False)}
         for index, shard in enumerate(shards)])
     progress.phase("checked the end state: emails SES accepted, table items, dead-letter queues")
-    report = build_report(merge(tallies), order_list, bodies)
-    report["settings"] = {"seed": seed, "orders": orders, "faults": faults,
+    report = build_report(merge(tallies), order_list, bodies, redrive=redrive)
+    report["settings"] = {"seed": seed, "orders": orders, "scenario": scenario,
+                          "scenario_summary": chosen_scenario.summary, "faults": faults,
                           "duplicates": duplicates, "invalid": invalid,
                           "feedback_duplicates": feedback_duplicates, "redrive": redrive,
                           "workers": len(shards),

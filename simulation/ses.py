@@ -185,7 +185,7 @@ class SesPlayer:
             seq=len(self.emails), ses_id=response.get("MessageId", ""),
             source=str(params.get("Source", "")), destination=destination,
             subject=params.get("Message", {}).get("Subject", {}).get("Data", ""), tags=tags,
-            config_set=params.get("ConfigurationSetName"), accepted_at=self.clock.now,
+            config_set=params.get("ConfigurationSetName"), accepted_at=self.clock.time(),
             outcome=outcome_of(destination[0]) if destination else "success",
             order_id=decode_tag(tags.get("orderId")), message_id=decode_tag(tags.get("messageId")),
         )
@@ -264,7 +264,7 @@ class ArrivalLog:
         self.times: dict[str, list[int]] = defaultdict(list)
         self.received: Counter = Counter()
 
-    def observe(self, records: list[dict]) -> None:
+    def observe(self, records: list[dict], result=None) -> None:
         for record in records:
             self.received[hash(record["body"])] += 1
             doc = unwrap(record["body"])

@@ -48,6 +48,7 @@ class MappingInfo:
     function_name: str
     queue_arn: str
     batch_size: int
+    batching_window_s: float
     max_concurrency: int
     report_batch_item_failures: bool
     enabled: bool
@@ -62,6 +63,8 @@ class Stack:
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     subscriptions: list[tuple[str, str, bool]] = field(default_factory=list)  # topic, queue, raw
     tables: dict[str, str] = field(default_factory=dict)  # logical -> table name
+    configuration_sets: list[str] = field(default_factory=list)  # names
+    identities: list[str] = field(default_factory=list)  # SES identities the stack created
     event_routes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
     mappings: dict[str, MappingInfo] = field(default_factory=dict)
@@ -173,6 +176,7 @@ def _create_config_set(stack: Stack, aws: dict, logical: str, props: dict) -> di
     request = {key: props[key] for key in ("DeliveryOptions", "ReputationOptions",
                                            "SendingOptions", "SuppressionOptions") if key in props}
     aws["sesv2"].create_configuration_set(ConfigurationSetName=name, **request)
+    stack.configuration_sets.append(name)
     return {"Ref": name}
 
 
@@ -183,6 +187,7 @@ def _create_identity(stack: Stack, aws: dict, logical: str, props: dict) -> dict
     config_set = props.get("ConfigurationSetAttributes", {}).get("ConfigurationSetName")
     request = {"ConfigurationSetName": config_set} if config_set else {}
     aws["sesv2"].create_email_identity(EmailIdentity=identity, **request)
+    stack.identities.append(identity)
     physical = {"Ref": identity}
     for number in (1, 2, 3):
         physical[f"DkimDNSTokenName{number}"] = f"sim{number}._domainkey.{identity}"
@@ -234,6 +239,7 @@ def _register_mapping(stack: Stack, aws: dict, logical: str, props: dict) -> dic
     stack.mappings[logical] = MappingInfo(
         logical=logical, function_name=function, queue_arn=props["EventSourceArn"],
         batch_size=_int(props.get("BatchSize"), 10),
+        batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0) or 0),
         max_concurrency=_int(scaling.get("MaximumConcurrency"), DEFAULT_MAX_CONCURRENCY),
         report_batch_item_failures="ReportBatchItemFailures" in props.get(
             "FunctionResponseTypes", []),

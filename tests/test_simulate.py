@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
 import subprocess
 import sys
 import uuid
@@ -22,13 +23,15 @@ from moto import mock_aws
 
 import simulate
 from simulation.orders import make_orders
+from simulation.scenarios import SCENARIOS
 from simulation.runner import run, sandbox, split
 from simulation.ses import EXPECTED_STATUS, decode_tag, outcome_of
 from simulation.stack import deploy, wire
 from simulation.template import REGION, Resolver, TemplateError, choose_parameters, creation_order
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDERS = 150  # enough for every outcome, duplicates, invalid orders and faults to occur
+ORDERS = 100  # enough for every outcome, duplicates, invalid orders and faults to occur
+SCENARIO_ORDERS = 40  # a scenario's small run
 slow = pytest.mark.slow  # runs a simulation
 SEND_FUNCTION = "LambdaSendOrderEmail"
 FEEDBACK_FUNCTION = "LambdaSesFeedbackProcessor"
@@ -89,7 +92,7 @@ def test_without_faults_every_valid_order_is_emailed_once_and_tracked(clean):
     # GIVEN the template as generated, 150 orders, 10 % duplicated, 5 % invalid
     # THEN each valid order got exactly one email, and each email's item ended in its status
     assert clean["invariants_broken"] == []
-    assert clean["emails_sent"] == clean["valid_orders"] > 100
+    assert clean["emails_sent"] == clean["valid_orders"] > 80
     assert clean["duplicate_emails"] == 0
     assert clean["lost_orders"] == 0
     assert clean["tracked_pct"] == 100
@@ -275,8 +278,10 @@ def test_cli_help_lists_the_options():
     result = cli("--help")
     assert result.returncode == 0
     for option in ("--orders", "--seed", "--faults", "--duplicates", "--invalid", "--template",
-                   "--json", "--workers", "--no-redrive"):
+                   "--json", "--workers", "--no-redrive", "--scenario"):
         assert option in result.stdout
+    for name in SCENARIOS:
+        assert f"  {name} " in result.stdout
 
 
 @slow
@@ -387,7 +392,8 @@ def test_orders_are_repeatable_and_every_copy_of_an_order_is_identical():
     assert all(not order.valid for order in orders if order.kind != "valid")
     shards = split(orders, bodies, 2)
     assert sorted(shards[0] + shards[1]) == sorted(bodies)
-    assert not set(shards[0]) & set(shards[1])  # all copies of an order in one shard
+    # all copies of an order in one shard
+    assert not {body for _, body in shards[0]} & {body for _, body in shards[1]}
 
 
 def test_outcomes_come_from_the_mailbox_simulator_address():
@@ -395,3 +401,104 @@ def test_outcomes_come_from_the_mailbox_simulator_address():
     assert outcome_of("Complaint@SIMULATOR.amazonses.com") == "complaint"
     assert outcome_of("ada@example.com") == "success"
     assert decode_tag("T1JELTIwMjYxMTI3LTAwMDE") == "ORD-20261127-0001"
+
+
+# --- scenarios: the bad days (simulation/scenarios.py) -------------------------------------------
+
+def scenario_run(template, name: str, **options) -> dict:
+    return run(template, orders=SCENARIO_ORDERS, seed=21, scenario=name, workers=1, **options)
+
+
+_WORKER_TEMPLATE: list[dict] = []  # what the forked workers below simulate
+
+
+def _run_scenario(name: str) -> dict:
+    return scenario_run(_WORKER_TEMPLATE[0], name)
+
+
+@pytest.fixture(scope="module")
+def scenario_reports(template):
+    """Each scenario once, two at a time in forked processes (moto is single-threaded)."""
+    names = [name for name in SCENARIOS if name != "steady"]
+    _WORKER_TEMPLATE[:] = [template]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return dict(zip(names, pool.map(_run_scenario, names)))
+
+
+# What SES answered in each scenario (real SES's codes and texts, from the SES model), and where
+# the orders waited before the operator's fix let them out.
+EXPECTED_REFUSALS = {
+    "first-deploy": "MessageRejected: Email address is not verified.",
+    "sandbox-account": "MessageRejected: Email address is not verified.",
+    "account-paused": "MessageRejected: Sending paused for this account.",
+    "quota": "Throttling: ",
+}
+
+
+@slow
+@pytest.mark.parametrize("name", [name for name in SCENARIOS if name != "steady"])
+def test_every_scenario_keeps_the_invariants_and_gets_every_order_out(scenario_reports, name):
+    report = scenario_reports[name]
+    # THEN no email twice, no order lost, none FAILED for the account's sake, all tracked, and
+    # every valid order emailed once the cause was fixed
+    assert report["invariants_broken"] == [], report["examples"]
+    assert report["emails_sent"] == report["valid_orders"]
+    assert report["failed_not_about_the_order"] == 0 and report["unsent_orders"] == 0
+    assert report["waits"]["still_waiting"] == 0
+    # AND the run says what happened and which orders waited
+    assert report["happenings"] and report["waits"]["orders_waited"] > 0
+
+
+@slow
+@pytest.mark.parametrize("name, refusal", EXPECTED_REFUSALS.items())
+def test_ses_refused_with_its_own_words_and_the_orders_waited_for_the_fix(
+        scenario_reports, name, refusal):
+    report = scenario_reports[name]
+    assert any(message.startswith(refusal) for message in report["ses_refusal_messages"])
+    waits = report["waits"]
+    if name != "quota":  # a throttled order may also go out on the queue's own retry
+        assert waits["in_the_dlq"] > 0
+        assert waits["released_by"]["operator redrive from the DLQ"] == waits["in_the_dlq"]
+
+
+@slow
+def test_first_deploy_orders_wait_in_the_dlq_until_the_redrive_after_verification(
+        scenario_reports):
+    report = scenario_reports["first-deploy"]
+    assert report["happenings"][:2] == [
+        "t+2h00m DKIM records found: SES verifies the domain identity",
+        "t+2h15m operator redrives the send DLQ (runbook send-dlq-not-empty)"]
+    # the orders published in the first two hours waited: at least until the verification
+    assert report["waits"]["wait_s"]["max"] > 60 * 60
+
+
+@slow
+def test_a_brownout_slows_calls_past_the_read_timeouts_but_no_invocation_times_out(
+        scenario_reports):
+    report = scenario_reports["brownout"]
+    timeouts = {name: n for name, n in report["call_latency"].items()
+                if name.endswith(".read_timeouts")}
+    assert timeouts.get("dynamodb.UpdateItem.read_timeouts", 0) > 0
+    assert timeouts.get("ses.SendEmail.read_timeouts", 0) > 0
+    # the time budget: records not started go back to the queue; no function times out
+    assert all(counts["timeouts"] == 0 for counts in report["lambda"].values())
+
+
+def every_message_rejected_is_permanent(logical_id, module):
+    """The first version's classification: every MessageRejected FAILED, whatever SES says."""
+    if hasattr(module, "classify_send_error"):
+        real = module.classify_send_error
+        module.classify_send_error = lambda code, message: (
+            module.PERMANENT if code == "MessageRejected" else real(code, message))
+
+
+@slow
+def test_a_classification_that_fails_every_message_rejected_breaks_first_deploy(template):
+    # GIVEN the send handler treats "identity not verified yet" as the order's fault
+    report = scenario_run(template, "first-deploy", on_load=every_message_rejected_is_permanent)
+    # THEN the first deploy loses orders: FAILED for the account's sake, never emailed
+    assert "failed_not_about_the_order" in report["invariants_broken"]
+    assert "lost_orders" in report["invariants_broken"]
+    assert report["failed_not_about_the_order"] > 0
+    assert all(item["error"].startswith("MessageRejected: ")
+               for item in report["examples"]["failed_not_about_the_order"])

@@ -1,0 +1,158 @@
+"""Scenarios: the days the stack must survive, played on the virtual clock.
+
+A scenario says how the orders arrive, in what state the SES account starts (simulation/
+ses_model.py), what happens to it and when (AWS verifies the domain, pauses the account, ...),
+which AWS calls slow down (a brownout), and what the operator does as the README's runbook says
+(redrive the dead-letter queue once the cause is fixed). Every scenario must keep the invariants:
+no email twice, no order lost, no order FAILED for a reason that is not about that order, and
+every email tracked once the cause is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from simulation.latency import Slowdown
+from simulation.ses_model import PENDING, SesModel
+from simulation.template import SIM_PARAMETERS
+
+MINUTE, HOUR = 60, 3600
+DOMAIN = SIM_PARAMETERS["VerifiedDomain"]
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something that happens `at_s` seconds into the run; `what` is its line in the report."""
+
+    at_s: float
+    what: str
+    do: Callable[[Any], None]  # receives the running Simulation
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    # How long it takes to publish the orders (the i-th of n is published at i/n of it).
+    arrival_span_s: Callable[[int], float]
+    # The SES account at the start, given the number of orders of this copy of the stack.
+    account: Callable[[SesModel, int], None] = lambda ses, orders: None
+    actions: tuple[Action, ...] = ()
+    slowdowns: tuple[tuple[str, float, float, float, tuple[float, float]], ...] = ()
+    parameters: dict[str, str] = field(default_factory=dict)
+    # Customers at this domain instead of mailbox-simulator addresses (which the SES sandbox
+    # accepts: a scenario about the sandbox needs real recipients; they are all delivered).
+    customer_domain: str | None = None
+
+    def slowdown_windows(self, start: float) -> list[Slowdown]:
+        return [Slowdown(service=service, start=start + begin, end=start + end, factor=factor,
+                         extra_range=extra)
+                for service, begin, end, factor, extra in self.slowdowns]
+
+
+def redrive(what: str, at_s: float) -> Action:
+    """The runbook's step once the cause is fixed: move each DLQ back to its queue."""
+    return Action(at_s, what, lambda simulation: simulation.operator_redrive())
+
+
+def on_account(what: str, at_s: float, change: Callable[[SesModel], None]) -> Action:
+    return Action(at_s, what, lambda simulation: change(simulation.ses_account))
+
+
+def _pending_identity(ses: SesModel, orders: int) -> None:
+    ses.add_identity(DOMAIN, PENDING)
+
+
+def _sandbox(ses: SesModel, orders: int) -> None:
+    ses.grant_production_access()  # the quotas below are the sandbox's own
+    ses.sandbox = True
+    ses.max_send_rate, ses.max_24_hour_send = 1.0, 200.0
+
+
+def _low_quota(ses: SesModel, orders: int) -> None:
+    # A young production account: a low rate, and a daily quota that this burst outgrows.
+    ses.max_send_rate = 2.0
+    ses.max_24_hour_send = max(1, int(orders * 0.75))
+
+
+SCENARIOS = {
+    "steady": Scenario(
+        name="steady",
+        summary="a normal busy hour: orders at a steady 4 a second, nothing breaks",
+        arrival_span_s=lambda orders: orders / 4,
+    ),
+    "first-deploy": Scenario(
+        name="first-deploy",
+        summary=("the first deploy: the domain identity is pending (DKIM not yet in DNS) for the "
+                 "first 2 hours, every send is refused; the operator redrives the DLQ once SES "
+                 "shows it verified"),
+        arrival_span_s=lambda orders: 4 * HOUR,
+        account=_pending_identity,
+        actions=(
+            on_account("DKIM records found: SES verifies the domain identity", 2 * HOUR,
+                       lambda ses: ses.verify(DOMAIN)),
+            redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)",
+                    2 * HOUR + 15 * MINUTE),
+        ),
+    ),
+    "sandbox-account": Scenario(
+        name="sandbox-account",
+        summary=("EnableProductionSES=true on an account still in the SES sandbox: sends to "
+                 "customers are refused until AWS grants production access after 1 hour; the "
+                 "operator then redrives the DLQ"),
+        arrival_span_s=lambda orders: 2 * HOUR,
+        account=_sandbox,
+        customer_domain="customers.example.net",
+        actions=(
+            on_account("AWS grants production access (14/s, 50,000 a day)", HOUR,
+                       lambda ses: ses.grant_production_access()),
+            redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)",
+                    HOUR + 10 * MINUTE),
+        ),
+    ),
+    "account-paused": Scenario(
+        name="account-paused",
+        summary=("AWS pauses the account for its reputation 20 minutes in and resumes it 40 "
+                 "minutes later; the operator then redrives the DLQ"),
+        arrival_span_s=lambda orders: 2 * HOUR,
+        actions=(
+            on_account("AWS pauses sending for the account", 20 * MINUTE,
+                       lambda ses: ses.pause_account()),
+            on_account("AWS resumes sending for the account", HOUR,
+                       lambda ses: ses.resume_account()),
+            redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)",
+                    HOUR + 10 * MINUTE),
+        ),
+    ),
+    "quota": Scenario(
+        name="quota",
+        summary=("a 10x burst on a young account: a max send rate of 2/s and a daily quota of "
+                 "three quarters of the orders; AWS raises the quota after 1 hour and the "
+                 "operator redrives the DLQ"),
+        arrival_span_s=lambda orders: 10 * MINUTE,
+        account=_low_quota,
+        actions=(
+            on_account("AWS raises the quota (14/s, 50,000 a day)", HOUR,
+                       lambda ses: ses.grant_production_access()),
+            redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)",
+                    HOUR + 5 * MINUTE),
+        ),
+    ),
+    "brownout": Scenario(
+        name="brownout",
+        summary=("DynamoDB and SES slow down for 10 minutes (calls of 0.2-1 s and 1-7 s, beyond "
+                 "the clients' read timeouts): timeouts, retries and the time budget; the "
+                 "operator redrives the DLQs afterwards"),
+        arrival_span_s=lambda orders: 30 * MINUTE,
+        slowdowns=(
+            ("dynamodb", 10 * MINUTE, 20 * MINUTE, 1.0, (0.2, 1.0)),
+            ("ses", 10 * MINUTE, 20 * MINUTE, 1.0, (1.0, 7.0)),
+        ),
+        actions=(
+            redrive("operator redrives the DLQs (runbooks send-dlq-not-empty, "
+                    "feedback-dlq-not-empty)", 40 * MINUTE),
+        ),
+    ),
+}
+DEFAULT_SCENARIO = "steady"
