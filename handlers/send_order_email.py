@@ -65,6 +65,15 @@ METRICS_NAMESPACE = os.environ["METRICS_NAMESPACE"]
 RECORD_TTL_SECONDS = int(os.environ["RECORD_TTL_DAYS"]) * 86400
 
 EMAIL_KIND = "order-confirmation"
+
+# The end-to-end canary (DESIGN.md, "Self-watching"): a scheduled order whose id starts with
+# `canary-` and whose address is at the SES mailbox simulator. It always goes to that address
+# (sandbox mode too: the simulator never touches the account's reputation or quota), counts as
+# CanarySent instead of EmailsSent (it must not dilute the bounce and complaint rates), and its
+# item expires after a day.
+CANARY_ORDER_PREFIX = "canary-"
+MAILBOX_SIMULATOR_DOMAIN = "simulator.amazonses.com"
+CANARY_TTL_SECONDS = 86400
 # A claim outlives its invocation by this margin, so no other attempt takes over while the holder
 # may still be sending...
 CLAIM_MARGIN_SECONDS = 10
@@ -332,6 +341,12 @@ def render_email(order, sandbox):
 
 # --- Small helpers -----------------------------------------------------------------------------
 
+def is_canary(order):
+    """Whether a validated order is the end-to-end canary (see CANARY_ORDER_PREFIX)."""
+    domain = order["customerEmail"].rpartition("@")[2].lower()
+    return order["orderId"].startswith(CANARY_ORDER_PREFIX) and domain == MAILBOX_SIMULATOR_DOMAIN
+
+
 def message_id_for(order_id):
     """The item's range key: the same for every copy of an order, so redeliveries collide."""
     return EMAIL_KIND
@@ -381,6 +396,7 @@ class Delivery(NamedTuple):
     to: str  # the customer
     sent_to: str  # the customer, or the test inbox in sandbox mode
     claim_token: str
+    ttl_seconds: int  # how long the item is kept (RecordRetentionDays; a day for a canary)
 
     @property
     def key(self):
@@ -468,7 +484,7 @@ def claim(delivery, context):
             ":sent_to": delivery.sent_to,
             ":token": delivery.claim_token,
             ":sending": "SENDING",
-            ":ttl": int(time.time()) + RECORD_TTL_SECONDS,
+            ":ttl": int(time.time()) + delivery.ttl_seconds,
             ":one": 1,
         },
     )
@@ -555,19 +571,25 @@ def process_record(record, context, metrics, log):
     """Validate, claim, send and record one SQS record; returns its outcome.
 
     Raises InvalidOrder for a message that breaks the order contract. `log` collects the fields
-    of the record's one log line; `metrics` collects counts (and `SendLatency`, a list).
+    of the record's one log line; `metrics` collects counts.
     """
     order = parse_order(record["body"])
     customer = order["customerEmail"]
-    recipient = customer if PRODUCTION else TEST_ADDRESS
+    canary = is_canary(order)
+    # Sandbox mode redirects every email to the test inbox; the canary goes to the simulator.
+    redirected = not PRODUCTION and not canary
+    recipient = TEST_ADDRESS if redirected else customer
     log.update(orderId=order["orderId"], to=mask_email(customer), sentTo=mask_email(recipient))
+    if canary:
+        log["canary"] = True
     if not recipient:
         log["reason"] = "no TEST_EMAIL_ADDRESS"
         return RETRY
     # Rendered before the claim: a rendering bug leaves no claim behind.
-    subject, html_body, text_body = render_email(order, sandbox=not PRODUCTION)
+    subject, html_body, text_body = render_email(order, sandbox=redirected)
     delivery = Delivery(order_id=order["orderId"], message_id=message_id_for(order["orderId"]),
-                        to=customer, sent_to=recipient, claim_token=uuid.uuid4().hex)
+                        to=customer, sent_to=recipient, claim_token=uuid.uuid4().hex,
+                        ttl_seconds=CANARY_TTL_SECONDS if canary else RECORD_TTL_SECONDS)
 
     existing = claim(delivery, context)
     # An item with our own token: botocore resent the claim after a lost response although the
@@ -585,8 +607,10 @@ def process_record(record, context, metrics, log):
         return handle_send_failure(delivery, error, log)
 
     # SES accepted the email: from here on, nothing may lead to a second send.
-    metrics.setdefault("SendLatency", []).append((time.perf_counter() - started) * 1000)
-    metrics["EmailsSent"] += 1
+    # The call's time is logged, not published as a metric (each metric is billed every hour it
+    # is published): the canary's end-to-end latency and the function's duration are.
+    log["sesMillis"] = round((time.perf_counter() - started) * 1000, 1)
+    metrics["CanarySent" if canary else "EmailsSent"] += 1
     log["sesMessageId"] = ses_message_id
     # A failed condition is fine: SES feedback (Send, Delivery) got there first and ranks higher,
     # or botocore resent a write that had applied. Any other error: acknowledge anyway (the SES
@@ -617,8 +641,7 @@ def metrics_line(metrics):
                 "Namespace": METRICS_NAMESPACE,
                 "Dimensions": [[]],
                 "Metrics": [
-                    {"Name": name, "Unit": "Milliseconds" if name == "SendLatency" else "Count"}
-                    for name in metrics],
+                    {"Name": name, "Unit": "Count"} for name in metrics],
             }],
         },
         **metrics,

@@ -30,7 +30,10 @@ Outcomes, one JSON log line each (`outcome`, `reason`):
   whole batch, so a record is started only while the time covers its worst case).
 
 Metrics count distinct events, not status changes: a Bounce after a Complaint still counts in
-`Bounces`, which is what the bounce-rate alarm needs. Duplicates are not counted.
+`Bounces`, which is what the bounce-rate alarm needs. Duplicates are not counted. The end-to-end
+canary (an order id starting with `canary-`, sent to the SES mailbox simulator) counts only its
+Delivery, as `CanaryDelivered` and `CanaryLatency` (scheduled -> delivered): it never counts in
+`Deliveries`, `Bounces` or `Complaints`.
 
 AWS calls: DynamoDB UpdateItem only, one per event in the common case.
 ReturnValuesOnConditionCheckFailure=ALL_OLD tells "no such item", "already recorded" and "lower
@@ -38,6 +41,8 @@ rank" apart without a read.
 """
 
 import base64
+import collections
+import datetime
 import hashlib
 import json
 import os
@@ -78,6 +83,9 @@ MAX_BODY_BYTES = 256 * 1024
 SETUP_NOTICE = "Successfully validated SNS topic"
 # The table key, read back from the message tags of the same names.
 KEY_TAGS = ("orderId", "messageId")
+# The end-to-end canary: its order id starts with this, its address is at the mailbox simulator.
+CANARY_ORDER_PREFIX = "canary-"
+MAILBOX_SIMULATOR_DOMAIN = "simulator.amazonses.com"
 
 # A status only moves up this rank; an equal rank does not replace.
 STATUS_RANK = {
@@ -328,54 +336,160 @@ def event_id_of(record):
     return hashlib.md5(str(record).encode("utf-8")).hexdigest()  # a dedup key, not security
 
 
+# --- One record ----------------------------------------------------------------------------------
+
+class Event(NamedTuple):
+    """One SES event, read from its record and matched to the item it is about."""
+
+    type: str
+    kind: EventKind
+    record: dict  # the whole SES record (its key for deduplication is derived from it)
+    data: dict  # the event's own data object
+    ses_message_id: str
+    order_id: str
+    message_id: str
+    canary: bool
+
+    @property
+    def key(self):
+        """The item's key as DynamoDB takes it."""
+        return {"orderId": {"S": self.order_id}, "messageId": {"S": self.message_id}}
+
+
+def read_event(body, fields):
+    """The Event in an SQS record body; Ignored, Malformed or Unmatched otherwise. Adds what it
+    learns to `fields` (the record's log line) as it goes, so a refused record says how far it
+    got."""
+    record = parse_body(body)
+    event_type, kind = event_type_of(record)
+    ses_message_id = text_at(record, ("mail", "messageId"))
+    if not ses_message_id:
+        raise Malformed("mail.messageId missing")
+    data = event_data(record, event_type, kind)
+    fields.update(eventType=event_type, sesMessageId=ses_message_id)
+    fields.update({name: tag(record, name) for name in KEY_TAGS})
+    canary = is_canary(fields["orderId"], text_at(record, ("mail", "destination", 0)))
+    if canary:
+        fields["canary"] = True
+    return Event(type=event_type, kind=kind, record=record, data=data,
+                 ses_message_id=ses_message_id, order_id=fields["orderId"],
+                 message_id=fields["messageId"], canary=canary)
+
+
+def record_in_table(event, fields):
+    """Apply the event to its item and append it to the history; returns the outcome."""
+    facts = [(fact.attribute, text_at(event.data, fact.path)) for fact in FACTS]
+    failure_details = {attribute: text for attribute, text in facts if attribute and text}
+    fields["detail"] = "/".join(text for _, text in facts if text) or event.type
+    event_id = event_id_of(event.record)
+    entry = {
+        "type": {"S": event.type},
+        "time": {"S": event_time(event)},
+        "detail": {"S": fields["detail"]},
+    }
+    history_cap = STATUS_HISTORY_CAP if event.kind.status else ENGAGEMENT_HISTORY_CAP
+    values = {
+        ":event_id": {"S": event_id},
+        ":event_id_set": {"SS": [event_id]},
+        ":no_events": {"L": []},
+        ":entry": {"L": [{"M": entry}]},
+        ":history_cap": {"N": str(history_cap)},
+        ":now_iso": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
+    return record_event(event.key, event.kind.status, event_id, values, failure_details,
+                        event.ses_message_id)
+
+
+def event_time(event):
+    """When the event happened (its own timestamp), else when SES accepted the email."""
+    return text_at(event.data, ("timestamp",)) or text_at(event.record, ("mail", "timestamp"))
+
+
+def count_event(event, outcome, metrics):
+    """Count a distinct event (a duplicate counts nothing). A canary counts only its Delivery,
+    as CanaryDelivered with its scheduled -> delivered latency: it must not dilute the rates."""
+    if outcome == "duplicate":
+        return
+    if event.canary:
+        if event.type == "Delivery":
+            metrics.count("CanaryDelivered")
+            latency = canary_latency_seconds(event.order_id, event_time(event))
+            if latency is not None:
+                metrics.measure("CanaryLatency", latency)
+        return
+    if event.kind.metric:
+        metrics.count(event.kind.metric)
+
+
 def process_record(sqs_record, metrics):
-    """Handle one SQS record, appending the names of the metrics it counts to `metrics`;
-    returns True when the record must be retried (a batch item failure)."""
+    """Handle one SQS record, counting into `metrics`; returns True when the record must be
+    retried (a batch item failure)."""
     fields = {"message": "feedback", "sqsMessageId": sqs_record.get("messageId")}
     level = "INFO"
     try:
-        record = parse_body(sqs_record.get("body"))
-        event_type, kind = event_type_of(record)
-        ses_message_id = text_at(record, ("mail", "messageId"))
-        if not ses_message_id:
-            raise Malformed("mail.messageId missing")
-        data = event_data(record, event_type, kind)
-        fields.update(eventType=event_type, sesMessageId=ses_message_id)
-        fields.update({name: tag(record, name) for name in KEY_TAGS})
-
-        facts = [(fact.attribute, text_at(data, fact.path)) for fact in FACTS]
-        failure_details = {attribute: text for attribute, text in facts if attribute and text}
-        fields["detail"] = "/".join(text for _, text in facts if text) or event_type
-        event_id = event_id_of(record)
-        entry = {
-            "type": {"S": event_type},
-            "time": {"S": text_at(data, ("timestamp",)) or text_at(record, ("mail", "timestamp"))},
-            "detail": {"S": fields["detail"]},
-        }
-        history_cap = STATUS_HISTORY_CAP if kind.status else ENGAGEMENT_HISTORY_CAP
-        values = {
-            ":event_id": {"S": event_id},
-            ":event_id_set": {"SS": [event_id]},
-            ":no_events": {"L": []},
-            ":entry": {"L": [{"M": entry}]},
-            ":history_cap": {"N": str(history_cap)},
-            ":now_iso": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        }
-        key = {name: {"S": fields[name]} for name in KEY_TAGS}
-        outcome = record_event(key, kind.status, event_id, values, failure_details,
-                               ses_message_id)
-        if kind.metric and outcome != "duplicate":  # each distinct event counted once
-            metrics.append(kind.metric)
-            if failure_details.get("bounceType") == "Permanent":
-                metrics.append("HardBounces")
+        event = read_event(sqs_record.get("body"), fields)
+        outcome = record_in_table(event, fields)
+        count_event(event, outcome, metrics)
     except (Malformed, Unmatched, Ignored) as problem:
         outcome, level, fields["reason"] = problem.outcome, problem.level, str(problem)
     except Exception as error:  # DynamoDB, the network, a bug: retried
         outcome, level, fields["reason"] = "retry", "ERROR", repr(error)
     if outcome == "unmatched":
-        metrics.append("UnmatchedFeedback")
+        metrics.count("UnmatchedFeedback")
     log(level=level, outcome=outcome, **fields)
     return level == "ERROR"
+
+
+# --- The canary ----------------------------------------------------------------------------------
+
+def is_canary(order_id, recipient):
+    """The end-to-end canary (DESIGN.md, "Self-watching"): an order id starting with `canary-`
+    sent to the SES mailbox simulator."""
+    domain = recipient.rpartition("@")[2].lower()
+    return order_id.startswith(CANARY_ORDER_PREFIX) and domain == MAILBOX_SIMULATOR_DOMAIN
+
+
+def canary_latency_seconds(order_id, delivered_at):
+    """Seconds from the canary's scheduled time (`canary-2026-12-02T10:15:00Z`) to its delivery;
+    None if either time cannot be read."""
+    try:
+        scheduled = datetime.datetime.fromisoformat(order_id[len(CANARY_ORDER_PREFIX):])
+        delivered = datetime.datetime.fromisoformat(delivered_at)
+    except ValueError:
+        return None
+    return round((delivered - scheduled).total_seconds(), 3)
+
+
+# --- One batch -----------------------------------------------------------------------------------
+
+class Metrics:
+    """What one invocation counts and measures, printed as one Embedded Metric Format line."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.measurements = collections.defaultdict(list)
+
+    def count(self, name):
+        """One more of `name`."""
+        self.counts[name] += 1
+
+    def measure(self, name, seconds):
+        """One measurement of `name`, in seconds."""
+        self.measurements[name].append(seconds)
+
+    def emf_line(self):
+        """The EMF document, or None when there is nothing to publish (each metric is billed per
+        hour in which it is published). No dimensions: each combination is a billed metric."""
+        if not self.counts and not self.measurements:
+            return None
+        units = {name: "Count" for name in self.counts}
+        units.update({name: "Seconds" for name in self.measurements})
+        return {
+            "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE, "Dimensions": [[]],
+                "Metrics": [{"Name": name, "Unit": unit} for name, unit in units.items()]}]},
+            **self.counts, **self.measurements,
+        }
 
 
 def has_time_for_a_record(context):
@@ -397,7 +511,7 @@ def lambda_handler(event, context):
     records = event.get("Records")
     if not records:
         log(level="WARNING", message="no records in event", outcome="empty")
-    metrics = []
+    metrics = Metrics()
     failures = []
     for record in records or ():
         if not has_time_for_a_record(context):
@@ -405,10 +519,7 @@ def lambda_handler(event, context):
             failures.append({"itemIdentifier": record["messageId"]})
         elif process_record(record, metrics):
             failures.append({"itemIdentifier": record["messageId"]})
-    # CloudWatch Embedded Metric Format: non-zero counts only, no dimensions.
-    counts = {name: metrics.count(name) for name in metrics}
-    if counts:
-        log(_aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
-            "Namespace": METRICS_NAMESPACE, "Dimensions": [[]],
-            "Metrics": [{"Name": name, "Unit": "Count"} for name in counts]}]}, **counts)
+    emf = metrics.emf_line()
+    if emf:
+        log(**emf)
     return {"batchItemFailures": failures}

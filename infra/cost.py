@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 PRICES_DATE = "2026-11-01"
@@ -28,6 +29,7 @@ PRICES = {
     "cloudwatch_custom_metric_month": 0.30,  # prorated by the hour it is published in
     "cloudwatch_alarm_metric_month": 0.10,  # standard resolution, per metric in the alarm
     "cloudwatch_dashboard_month": 3.00,
+    "scheduler_per_million_invocations": 1.00,
     "logs_ingestion_per_gb": 0.50,
     "logs_storage_gb_month": 0.03,
 }
@@ -50,8 +52,10 @@ class Assumptions:
     feedback_ms: int = 50  # per SES event
     item_kb: float = 1.0  # one delivery item with its short history (<= 1 KB: 1 WRU)
     log_bytes_per_invocation: int = 1_100  # START/END/REPORT + one JSON line + one EMF line
-    retention_days: int = 90  # RecordRetentionDays default
-    log_retention_months: float = 12  # LogRetentionDays default 365: storage at steady state
+    # Storage at steady state: the template's RecordRetentionDays and LogRetentionDays defaults
+    # unless given here.
+    retention_days: int | None = None
+    log_retention_days: int | None = None
 
     @property
     def emails(self) -> int:
@@ -111,12 +115,32 @@ def _custom_metrics(template: dict) -> list[str]:
     return sorted(names)
 
 
-def metric_events(a: Assumptions) -> dict[str, float]:
+def _default(template: dict, parameter: str) -> int:
+    return int(template["Parameters"][parameter]["Default"])
+
+
+def canaries_per_month(template: dict) -> float:
+    """Canary orders a month: each schedule's rate (`rate(N minutes)`, N literal or the default
+    of the parameter it names), over DAYS; 0 without a schedule or with the canary off."""
+    total = 0.0
+    for schedule in _of_type(template, "AWS::Scheduler::Schedule").values():
+        expression = schedule["Properties"]["ScheduleExpression"]
+        text = expression["Fn::Sub"] if isinstance(expression, dict) else expression
+        match = re.fullmatch(r"rate\((?:(\d+)|\$\{(\w+)\}) minutes?\)", text)
+        if not match:
+            raise ValueError(f"cannot estimate the schedule expression {text!r}")
+        minutes = int(match.group(1) or template["Parameters"][match.group(2)]["Default"])
+        if minutes:
+            total += SECONDS / (minutes * 60)
+    return total
+
+
+def metric_events(a: Assumptions, canaries: float = 0.0) -> dict[str, float]:
     """How many data points per month each custom metric gets (drives the hourly proration)."""
     e = a.emails
     return {
-        "EmailsSent": e, "SendLatency": e, "Deliveries": e * (1 - a.bounce_rate),
-        "Bounces": e * a.bounce_rate, "HardBounces": e * a.bounce_rate * 0.9,
+        "CanarySent": canaries, "CanaryDelivered": canaries, "CanaryLatency": canaries,
+        "EmailsSent": e, "Deliveries": e * (1 - a.bounce_rate), "Bounces": e * a.bounce_rate,
         "Complaints": e * a.complaint_rate, "DeliveryDelays": e * a.delay_rate,
         "DuplicatesSkipped": e * a.duplicate_rate,
         # Rare by design: an alarm or a DLQ follows each of these.
@@ -128,12 +152,21 @@ def metric_events(a: Assumptions) -> dict[str, float]:
 def estimate(template: dict, a: Assumptions = Assumptions()) -> Estimate:
     est = Estimate(a)
     p = PRICES
-    emails, events = a.emails, a.emails * a.events_per_email
+    canaries = canaries_per_month(template)
+    # A canary travels the whole path like an order (its item expires after a day: no storage).
+    emails = a.emails + canaries
+    events = emails * a.events_per_email
     functions = _of_type(template, "AWS::Lambda::Function")
     send_fn = next(f for n, f in functions.items() if "Send" in n)
     feedback_fn = next(f for n, f in functions.items() if "Feedback" in n)
 
-    est.add("SES", emails / 1000 * p["ses_per_1000_emails"], f"{emails:,} emails")
+    canary_note = f" + {canaries:,.0f} canaries" if canaries else ""
+    est.add("SES", emails / 1000 * p["ses_per_1000_emails"],
+            f"{a.emails:,} emails{canary_note}")
+    if canaries:
+        est.add("EventBridge Scheduler",
+                canaries / 1e6 * p["scheduler_per_million_invocations"],
+                f"{canaries:,.0f} canary schedules")
 
     def compute(fn: dict, invocations: float, ms: int) -> float:
         props = fn["Properties"]
@@ -165,7 +198,8 @@ def estimate(template: dict, a: Assumptions = Assumptions()) -> Estimate:
     status_changes = 3  # claim, SENT, Delivery
     wru = a.item_kb * (5 + indexes * (1 + 2 * (status_changes - 1) + 1))
     wru_month = emails * wru * (1 + a.duplicate_rate)
-    items = a.emails_per_day * a.retention_days
+    retention_days = a.retention_days or _default(template, "RecordRetentionDays")
+    items = a.emails_per_day * retention_days  # customers' items; a canary's lives a day
     storage_gb = items * a.item_kb * (1 + indexes) / 1024 / 1024
     est.add("DynamoDB", wru_month / 1e6 * p["dynamodb_per_million_wru"]
             + storage_gb * p["dynamodb_gb_month"]
@@ -194,14 +228,15 @@ def estimate(template: dict, a: Assumptions = Assumptions()) -> Estimate:
     dashboards = len(_of_type(template, "AWS::CloudWatch::Dashboard"))
     est.add("CloudWatch dashboard", dashboards * p["cloudwatch_dashboard_month"],
             f"{dashboards} dashboard")
-    counts = metric_events(a)
+    counts = metric_events(a, canaries)
     names = _custom_metrics(template)
     metric_months = sum(_active_hours(counts.get(name, 0.0)) for name in names)
     est.add("CloudWatch metrics", metric_months * p["cloudwatch_custom_metric_month"],
             f"{len(names)} custom metrics, {metric_months:.2f} metric-months (EMF, hourly)")
     log_gb = invocations * a.log_bytes_per_invocation / 1e9
     est.add("CloudWatch Logs", log_gb * p["logs_ingestion_per_gb"]
-            + log_gb * a.log_retention_months * p["logs_storage_gb_month"],
+            + log_gb * (a.log_retention_days or _default(template, "LogRetentionDays")) / 30
+            * p["logs_storage_gb_month"],
             f"{log_gb:.2f} GB/month")
     return est
 

@@ -56,7 +56,7 @@ class Functions:
     feedback_mapping: EventSourceMapping
 
 
-def _log_group(t: Template, params: Params, key: EncryptionKey, title: str,
+def add_log_group(t: Template, params: Params, key: EncryptionKey, title: str,
                function_name: str) -> LogGroup:
     return add(t, LogGroup(
         title,
@@ -73,15 +73,16 @@ def _log_group(t: Template, params: Params, key: EncryptionKey, title: str,
 
 def add_log_groups(t: Template, params: Params, *, key: EncryptionKey) -> LogGroups:
     return LogGroups(
-        send=_log_group(t, params, key, "LambdaSendOrderEmailLogGroup",
+        send=add_log_group(t, params, key, "LambdaSendOrderEmailLogGroup",
                         settings.SEND_FUNCTION_NAME),
-        feedback=_log_group(t, params, key, "LambdaSesFeedbackProcessorLogGroup",
+        feedback=add_log_group(t, params, key, "LambdaSesFeedbackProcessorLogGroup",
                             settings.FEEDBACK_FUNCTION_NAME),
     )
 
 
-def _function(t: Template, params: Params, *, title: str, name: str, timeout: int, role: Role, log_group: LogGroup,
-              key: EncryptionKey, variables: dict) -> Function:
+def add_function(t: Template, params: Params, *, title: str, name: str, timeout: int,
+                 role: Role, log_group: LogGroup,
+                 key: EncryptionKey, variables: dict) -> Function:
     return add(t, Function(
         title,
         FunctionName=physical(name),
@@ -122,7 +123,7 @@ def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Rol
                   log_groups: LogGroups, table: DeliveryTable, config_set: ConfigurationSet,
                   send_queue: Queue, feedback_queue: Queue) -> Functions:
     namespace = Sub(f"${{{ENV}}}/EmailNotifications")
-    send = _function(
+    send = add_function(
         t, params, title="LambdaSendOrderEmail", name=settings.SEND_FUNCTION_NAME,
         timeout=settings.SEND_TIMEOUT_S,
         role=roles.send, log_group=log_groups.send, key=key,
@@ -137,7 +138,7 @@ def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Rol
             "RECORD_TTL_DAYS": Ref(params.record_retention_days),
         },
     )
-    feedback = _function(
+    feedback = add_function(
         t, params, title="LambdaSesFeedbackProcessor", name=settings.FEEDBACK_FUNCTION_NAME,
         timeout=settings.FEEDBACK_TIMEOUT_S,
         role=roles.feedback, log_group=log_groups.feedback, key=key,

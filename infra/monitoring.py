@@ -23,7 +23,6 @@ from troposphere.budgets import (
 from troposphere.cloudwatch import (
     Alarm, Dashboard, Metric, MetricDataQuery, MetricDimension, MetricStat,
 )
-from troposphere.awslambda import Function
 from troposphere.sns import SubscriptionResource
 from troposphere.sqs import Queue
 
@@ -55,51 +54,24 @@ def alarm_name(slug: str) -> Sub:
     return physical(slug)
 
 
-def _alarm(t: Template, params: Params, topics: Topics, title: str, *, slug: str, meaning: str,
-           missing: str, **props) -> Alarm:
+def alarm(t: Template, params: Params, title: str, *, slug: str, meaning: str, missing: str,
+          actions: list, **props) -> Alarm:
     """An alarm named `<env>-<slug>` whose description says what it means and names its runbook
-    entry (the README heading `slug`)."""
+    entry (the README heading `slug`); `actions` run when it fires."""
     return add(t, Alarm(
         title,
         AlarmName=alarm_name(slug),
         AlarmDescription=f"{meaning} Runbook: {RUNBOOK}, entry '{slug}'.",
-        AlarmActions=[topics.alarms.ref()],
+        AlarmActions=actions,
         TreatMissingData=missing,
         Tags=tags(params.env),
         **props,
     ))
 
 
-def _count(metric_id: str, name: str, period: int) -> MetricDataQuery:
-    return MetricDataQuery(
-        Id=metric_id,
-        MetricStat=MetricStat(
-            Metric=Metric(Namespace=Sub(NAMESPACE), MetricName=name),
-            Period=period,
-            Stat="Sum",
-        ),
-        ReturnData=False,
-    )
-
-
-def _rate_alarm(t, params, topics, title, *, slug: str, meaning: str, events: str,
-                threshold_pct: float, period: int, min_emails: int) -> Alarm:
-    """`events` / `EmailsSent` in percent over `period`, only once `min_emails` were sent."""
-    return _alarm(
-        t, params, topics, title, slug=slug, meaning=meaning, missing=NOT_BREACHING,
-        Metrics=[
-            _count("sent", "EmailsSent", period),
-            _count("events", events, period),
-            MetricDataQuery(
-                Id="rate",
-                Expression=f"IF(sent>={min_emails},100*FILL(events,0)/sent,0)",
-                ReturnData=True,
-            ),
-        ],
-        EvaluationPeriods=1,
-        Threshold=threshold_pct,
-        ComparisonOperator="GreaterThanThreshold",
-    )
+def _alarm(t: Template, params: Params, topics: Topics, title: str, **props) -> Alarm:
+    """An alarm that notifies the alarms topic (and so the on-call e-mail) when it fires."""
+    return alarm(t, params, title, actions=[topics.alarms.ref()], **props)
 
 
 def _metric_alarm(t, params, topics, title, *, slug: str, meaning: str, namespace, metric, stat,
@@ -152,73 +124,23 @@ def _reputation_alarm(t, params, topics) -> Alarm:
     )
 
 
-def _queue_alarms(t, params, topics, queue: Queue, dlq: Queue, *, label: str, slug: str,
-                  what: str, max_age_s: int, dlq_meaning: str) -> list[Alarm]:
-    return [
-        _metric_alarm(
-            t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty", slug=f"{slug}-dlq-not-empty",
-            meaning=dlq_meaning,
-            namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible", stat="Maximum",
-            dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
-        ),
-        _metric_alarm(
-            t, params, topics, f"Alarm{label}QueueMessageAge", slug=f"{slug}-queue-backlog",
-            meaning=(f"The oldest {what} in the {slug} queue has waited more than "
-                     f"{max_age_s // 60} minutes."),
-            namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
-            dimensions={"QueueName": queue.get_att("QueueName")}, threshold=max_age_s,
-        ),
-    ]
-
-
-def _function_alarm(t, params, topics, title: str, function: Function, *, slug: str,
-                    meaning: str) -> Alarm:
-    """Errors (crashes and timeouts: record-level failures are reported per record and do not
-    count) or throttles (the account's concurrency is exhausted) of one function: one alarm, so
-    the function's health is one signal; the dashboard and the runbook tell which."""
-    def metric(metric_id: str, name: str) -> MetricDataQuery:
-        return MetricDataQuery(
-            Id=metric_id,
-            MetricStat=MetricStat(
-                Metric=Metric(Namespace="AWS/Lambda", MetricName=name, Dimensions=[
-                    MetricDimension(Name="FunctionName", Value=function.ref())]),
-                Period=settings.ALARM_PERIOD_S,
-                Stat="Sum",
-            ),
-            ReturnData=False,
-        )
-    return _alarm(
-        t, params, topics, title, slug=slug, meaning=meaning, missing=NOT_BREACHING,
-        Metrics=[metric("errors", "Errors"), metric("throttles", "Throttles"),
-                 MetricDataQuery(Id="total", Expression="FILL(errors,0)+FILL(throttles,0)",
-                                 ReturnData=True)],
-        EvaluationPeriods=1,
-        Threshold=0,
-        ComparisonOperator="GreaterThanThreshold",
+def _dlq_alarm(t, params, topics, dlq: Queue, *, label: str, slug: str, meaning: str) -> Alarm:
+    """Any message in a dead-letter queue pages: whatever cannot be processed ends there."""
+    return _metric_alarm(
+        t, params, topics, f"Alarm{label}DeadLetterQueueNotEmpty", slug=f"{slug}-dlq-not-empty",
+        meaning=meaning, namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible",
+        stat="Maximum", dimensions={"QueueName": dlq.get_att("QueueName")}, threshold=0,
     )
 
 
 def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
                functions: Functions) -> list[Alarm]:
-    hours = settings.BOUNCE_RATE_PERIOD_S // 3600
-    alarms = [
-        _rate_alarm(
-            t, params, topics, "AlarmHighBounceRate", slug="bounce-rate-high",
-            meaning=(f"More than {settings.BOUNCE_RATE_ALARM_PCT} % of this stack's emails "
-                     f"bounced over {hours} hours (counted once "
-                     f"{settings.BOUNCE_RATE_MIN_EMAILS} were sent): half of the 5 % at which "
-                     "AWS reviews the account."),
-            events="Bounces", threshold_pct=settings.BOUNCE_RATE_ALARM_PCT,
-            period=settings.BOUNCE_RATE_PERIOD_S, min_emails=settings.BOUNCE_RATE_MIN_EMAILS),
-        _rate_alarm(
-            t, params, topics, "AlarmHighComplaintRate", slug="complaint-rate-high",
-            meaning=(f"More than {settings.COMPLAINT_RATE_ALARM_PCT} % of this stack's emails "
-                     f"were marked as spam over {settings.COMPLAINT_RATE_PERIOD_S // 3600} hours "
-                     f"(counted once {settings.COMPLAINT_RATE_MIN_EMAILS} were sent): half of "
-                     "the 0.1 % at which AWS reviews the account."),
-            events="Complaints", threshold_pct=settings.COMPLAINT_RATE_ALARM_PCT,
-            period=settings.COMPLAINT_RATE_PERIOD_S,
-            min_emails=settings.COMPLAINT_RATE_MIN_EMAILS),
+    """The alarms that notify the on-call. Chosen for what each one alone can tell, because each
+    metric an alarm watches costs $0.10 a month (README "Cost"): a broken feedback path or a
+    stalled feedback queue is told by the canary (infra/canary.py) and the feedback DLQ alarm, a
+    stack's bounce or complaint rate by the circuit breaker's alarm on its configuration set's
+    SES reputation (infra/breaker.py) and, earlier, by the account's (below)."""
+    return [
         _reputation_alarm(t, params, topics),
         _metric_alarm(
             t, params, topics, "AlarmEmailSendFailures", slug="send-failures",
@@ -228,27 +150,31 @@ def add_alarms(t: Template, params: Params, *, topics: Topics, queues: Queues,
             namespace=Sub(NAMESPACE), metric="SendFailures", stat="Sum",
             threshold=settings.SEND_FAILURES_THRESHOLD,
         ),
+        _dlq_alarm(t, params, topics, queues.send_dlq, label="Send", slug="send",
+                   meaning=("Orders that could not be emailed after 5 attempts, or invalid order "
+                            "messages, wait in the send dead-letter queue for an operator.")),
+        _dlq_alarm(t, params, topics, queues.feedback_dlq, label="Feedback", slug="feedback",
+                   meaning=("SES events that could not be recorded after 5 attempts wait in the "
+                            "feedback dead-letter queue: the emails went out, their status "
+                            "lags.")),
+        _metric_alarm(
+            t, params, topics, "AlarmSendQueueMessageAge", slug="send-queue-backlog",
+            meaning=(f"The oldest order in the send queue has waited more than "
+                     f"{settings.SEND_QUEUE_MAX_AGE_S // 60} minutes: confirmations are late."),
+            namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage", stat="Maximum",
+            dimensions={"QueueName": queues.send.get_att("QueueName")},
+            threshold=settings.SEND_QUEUE_MAX_AGE_S,
+        ),
+        # Errors only: throttling of an SQS-driven function shows as a backlog (above) and on the
+        # dashboard; a crash or a timeout fails whole batches and must be seen within minutes.
+        _metric_alarm(
+            t, params, topics, "AlarmSendFunctionErrors", slug="send-function-errors",
+            meaning=("The send function crashed or timed out (record-level failures are retried "
+                     "per record and do not count)."),
+            namespace="AWS/Lambda", metric="Errors", stat="Sum",
+            dimensions={"FunctionName": functions.send.ref()}, threshold=0,
+        ),
     ]
-    alarms += _queue_alarms(
-        t, params, topics, queues.send, queues.send_dlq, label="Send", slug="send",
-        what="order", max_age_s=settings.SEND_QUEUE_MAX_AGE_S,
-        dlq_meaning=("Orders that could not be emailed after 5 attempts, or invalid order "
-                     "messages, wait in the send dead-letter queue for an operator."))
-    alarms += _queue_alarms(
-        t, params, topics, queues.feedback, queues.feedback_dlq, label="Feedback",
-        slug="feedback", what="SES event", max_age_s=settings.FEEDBACK_QUEUE_MAX_AGE_S,
-        dlq_meaning=("SES events that could not be recorded after 5 attempts wait in the "
-                     "feedback dead-letter queue: the emails went out, their status lags."))
-    alarms.append(_function_alarm(
-        t, params, topics, "AlarmSendFunctionErrorsOrThrottles", functions.send,
-        slug="send-function-errors",
-        meaning=("The send function crashed, timed out or was throttled (record-level failures "
-                 "are retried per record and do not count).")))
-    alarms.append(_function_alarm(
-        t, params, topics, "AlarmFeedbackFunctionErrorsOrThrottles", functions.feedback,
-        slug="feedback-function-errors",
-        meaning="The feedback function crashed, timed out or was throttled."))
-    return alarms
 
 
 # --- Dashboard ----------------------------------------------------------------------------------
@@ -280,8 +206,8 @@ def dashboard_body() -> dict:
               ("send-order-email", "send-order-email-dlq", "ses-feedback", "ses-feedback-dlq")]
     hidden = {"visible": False}
     widgets = [
-        _widget("Emails", _ours("EmailsSent", "Deliveries", "Bounces", "HardBounces",
-                                "Complaints", "Rejects", "RenderingFailures", "DeliveryDelays")),
+        _widget("Emails", _ours("EmailsSent", "Deliveries", "Bounces", "Complaints", "Rejects",
+                                "RenderingFailures", "DeliveryDelays")),
         # Ours per hour, and the account's as SES computes it for its review (x 100: percent).
         _widget("Bounce and complaint rate (%)", [
             [NAMESPACE, "EmailsSent", dict(hidden, id="s")],
@@ -296,8 +222,13 @@ def dashboard_body() -> dict:
         ], period=3600),
         _widget("Problems", _ours("SendFailures", "RecordFailures", "InvalidMessages",
                                   "DuplicatesSkipped", "UnmatchedFeedback")),
-        _widget("Latency p95 (ms)", [
-            [NAMESPACE, "SendLatency"],
+        # The end-to-end canary (infra/canary.py): one sent and one delivered per interval.
+        _widget("Canary: sent and delivered", _ours("CanarySent", "CanaryDelivered")),
+        _widget("Canary: scheduled -> delivered (s)", [
+            [NAMESPACE, "CanaryLatency", {"stat": "Maximum", "label": "slowest"}],
+            [".", ".", {"stat": "p50", "label": "median"}],
+        ]),
+        _widget("Function duration p95 (ms)", [
             ["AWS/Lambda", "Duration", "FunctionName", send_fn],
             [".", ".", ".", feedback_fn],
         ], stat="p95"),

@@ -18,6 +18,8 @@ ENV_PATTERN = r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$|^[a-z]$"
 
 HAS_ALARM_EMAIL = "HasAlarmEmail"
 CREATE_EMAIL_IDENTITY = "CreateEmailIdentity"
+HAS_CANARY = "HasCanary"
+AUTO_PAUSES = "AutoPausesSending"
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,14 @@ class Params:
     record_retention_days: Parameter
     log_retention_days: Parameter
     create_email_identity: Parameter
+    canary_interval_minutes: Parameter
+    auto_pause_sending: Parameter
+    pause_at_percent_of_review: Parameter
     # condition names
     has_alarm_email: str = HAS_ALARM_EMAIL
     creates_email_identity: str = CREATE_EMAIL_IDENTITY
+    has_canary: str = HAS_CANARY
+    auto_pauses: str = AUTO_PAUSES
 
 
 def add_parameters(t: Template) -> Params:
@@ -119,9 +126,36 @@ def add_parameters(t: Template) -> Params:
                 "DkimRecord outputs in DNS). Set to false when the domain is already an SES "
                 "identity in this account and region, such as one a deleted stack kept."),
         )),
+        canary_interval_minutes=t.add_parameter(Parameter(
+            "CanaryIntervalMinutes", Type="Number",
+            Default=settings.DEFAULT_CANARY_INTERVAL_MINUTES,
+            AllowedValues=settings.CANARY_INTERVAL_CHOICES,
+            Description=(
+                "Every this many minutes a canary order travels the whole path (order topic, "
+                "send function, SES, feedback, table) to the SES mailbox simulator; an alarm "
+                f"fires when none arrived in {settings.CANARY_ALARM_INTERVALS} intervals in a "
+                "row. 0 turns the canary off."),
+        )),
+        auto_pause_sending=t.add_parameter(Parameter(
+            "AutoPauseSending", Type="String", Default="true", AllowedValues=["true", "false"],
+            Description=(
+                "Set to true to let the circuit breaker pause this stack's sending (its SES "
+                "configuration set and its queue consumer) when a reputation rate reaches "
+                "PauseAtPercentOfReview. With false the breaker's alarms only notify."),
+        )),
+        pause_at_percent_of_review=t.add_parameter(Parameter(
+            "PauseAtPercentOfReview", Type="Number",
+            Default=settings.DEFAULT_PAUSE_AT_PERCENT_OF_REVIEW, MinValue=10, MaxValue=100,
+            Description=(
+                "The circuit breaker pauses sending when a bounce or complaint rate reaches this "
+                "percentage of the rate at which AWS reviews the account (5 % bounces, 0.1 % "
+                "complaints): 80 pauses at 4 % and 0.08 %."),
+        )),
     )
     t.add_condition(HAS_ALARM_EMAIL, Not(Equals(Ref(p.alarm_email), "")))
     t.add_condition(CREATE_EMAIL_IDENTITY, Equals(Ref(p.create_email_identity), "true"))
+    t.add_condition(HAS_CANARY, Not(Equals(Ref(p.canary_interval_minutes), 0)))
+    t.add_condition(AUTO_PAUSES, Equals(Ref(p.auto_pause_sending), "true"))
     _add_console_layout(t, p)
     return p
 
@@ -133,6 +167,8 @@ def _add_console_layout(t: Template, p: Params) -> None:
                      p.enable_production_ses, p.test_email, p.send_max_concurrency]),
         ("Operations", [p.alarm_email, p.monthly_budget, p.record_retention_days,
                         p.log_retention_days]),
+        ("Self-watching", [p.canary_interval_minutes, p.auto_pause_sending,
+                           p.pause_at_percent_of_review]),
     ]
     labels = [
         (p.env, "Environment name"),
@@ -146,6 +182,9 @@ def _add_console_layout(t: Template, p: Params) -> None:
         (p.monthly_budget, "Monthly budget (USD)"),
         (p.record_retention_days, "Delivery record retention (days)"),
         (p.log_retention_days, "Log retention (days)"),
+        (p.canary_interval_minutes, "Canary interval (minutes, 0: off)"),
+        (p.auto_pause_sending, "Pause sending automatically?"),
+        (p.pause_at_percent_of_review, "Pause at this % of AWS's review rates"),
     ]
     t.set_metadata({
         "AWS::CloudFormation::Interface": {

@@ -45,7 +45,8 @@ FEEDBACK_MAX_CONCURRENCY = 5  # enough for a 10x burst of events; bounds DynamoD
 # --- Parameters' defaults -----------------------------------------------------------------------
 DEFAULT_SEND_MAX_CONCURRENCY = 2  # SES default rate 14/s; one invocation sends ~5-8 emails/s
 DEFAULT_RECORD_RETENTION_DAYS = 90
-DEFAULT_LOG_RETENTION_DAYS = 365
+# As long as the delivery records (RecordRetentionDays): a record's logs live as long as it does.
+DEFAULT_LOG_RETENTION_DAYS = 90
 DEFAULT_MONTHLY_BUDGET_USD = 25
 # The retention values CloudWatch Logs accepts.
 LOG_RETENTION_CHOICES = [
@@ -88,10 +89,21 @@ BUDGET_REGIONS = (
     "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
 )
 
+# --- Self-watching (DESIGN.md, "Self-watching") -------------------------------------------------
+# A canary order every this many minutes (0: no canary). The alarm fires when no canary was
+# delivered in CANARY_ALARM_INTERVALS intervals in a row.
+CANARY_INTERVAL_CHOICES = [0, 5, 10, 15, 30, 60]
+DEFAULT_CANARY_INTERVAL_MINUTES = 30  # detection within ~1.5 h; README "Cost" says why
+CANARY_ALARM_INTERVALS = 3
+CANARY_ADDRESS = "success+canary@simulator.amazonses.com"
+# The circuit breaker pauses sending at this share of the rates at which AWS reviews an account.
+DEFAULT_PAUSE_AT_PERCENT_OF_REVIEW = 80
+
 # --- Physical names (suffixes after `<env>-`), shared by the builders that must agree on them ---
 CONFIG_SET_NAME = "ses-config-set"
 SEND_FUNCTION_NAME = "send-order-email"
 FEEDBACK_FUNCTION_NAME = "ses-feedback-processor"
 TABLE_NAME = "email-deliveries"
-DASHBOARD_NAME = "email-notifications"  # + `-<region>`: dashboard names are global to an account
+DASHBOARD_NAME = "email-notifications"
+CIRCUIT_BREAKER_FUNCTION_NAME = "email-circuit-breaker"  # + `-<region>`: dashboard names are global to an account
 BUDGET_NAME = "email-notifications"  # + `-<region>`: budget names are unique per account

@@ -83,13 +83,13 @@ def merge_timelines(timelines: list[dict]) -> dict:
     for timeline in timelines:
         for key in ("published", "accepted", "delivered", "receives", "redriven"):
             merged[key].update(timeline[key])
-    seen = set()
+    # The same scenario happens to every copy at the same times; the end-of-run redrive comes
+    # when each copy settles: the report keeps the earliest of each.
+    first: dict[str, float] = {}
     for timeline in timelines:
         for at, what in timeline["happenings"]:
-            if (at, what) not in seen:
-                seen.add((at, what))
-                merged["happenings"].append((at, what))
-    merged["happenings"].sort()
+            first[what] = min(at, first.get(what, at))
+    merged["happenings"] = sorted((at, what) for what, at in first.items())
     return merged
 
 

@@ -75,9 +75,10 @@ def test_diagram_follows_the_data_path_from_the_template(template):
         "SNSTopicSesBounce -->|raw| SesFeedbackQueue",
         "SesFeedbackQueue -->|after 5 receives| SesFeedbackDeadLetterQueue",
         "LambdaSesFeedbackProcessor -->|conditional writes| EmailDeliveriesTable",
-        "Alarms[10 CloudWatch alarms] -->|notify| SNSTopicAlarms",
     ):
         assert edge in diagram, edge
+    alarms = len(resources_of_type(template, "AWS::CloudWatch::Alarm"))
+    assert f"Alarms[{alarms} CloudWatch alarms] -->|notify| SNSTopicAlarms" in diagram
 
 
 def test_diagram_changes_when_the_template_changes(template):
@@ -97,24 +98,30 @@ def test_sample_order_of_the_readme_is_a_valid_order():
 
 def hand_calculation_2000_per_day() -> float:
     """The 2,000 emails/day month worked out by hand from the price list (no code shared)."""
-    emails = 2_000 * 30
+    canaries = 30 * 24 * 60 / 30  # one every 30 minutes: through the whole path like an order
+    customers = 2_000 * 30
+    emails = customers + canaries
     events = emails * (2 + 0.005 + 0.0005)  # Send + Delivery/Bounce + delays + complaints
     deliveries = emails * 1.005  # 0.5 % duplicate deliveries
     ses = emails / 1000 * 0.10
     dashboard = 3.00
-    alarms = (5 * 1 + 5 * 2) * 0.10  # 5 single-metric alarms, 5 metric-math alarms on 2 metrics
+    # single-metric alarms: send failures, two DLQs, send backlog, send errors, canary; on two
+    # metrics: the account's reputation and the circuit breaker's configuration set reputation
+    alarms = (6 * 1 + 2 * 2) * 0.10
     hours = 720
 
     def metric(per_month):
         return 0.30 * (1 - math.exp(-per_month / hours))
-    metrics = (2 * 0.30 + metric(emails * 0.99) + metric(600) + metric(540) + metric(30)
+    # EmailsSent, Deliveries, and the canary's three, published every hour; bounces, complaints,
+    # delays and duplicates in some hours
+    metrics = (2 * 0.30 + 3 * metric(canaries) + metric(customers * 0.01) + metric(30)
                + metric(300) + metric(300))
     kms = 1.00 + (2 * 2_592_000 / 300 * 2 / 2 + 2 * 2_592_000 / 3600 * 3 + 5_000) / 10_000 * 0.03
     dynamodb = deliveries * 17 / 1e6 * 0.625 + 0.515 * 0.25 + 0.172 * 0.20
     sqs = (2 * 5 * 2_592_000 / 20 + 2 * (deliveries + events)) / 1e6 * 0.40
     invocations = deliveries + events
     logs_gb = invocations * 1_100 / 1e9
-    logs = logs_gb * 0.50 + logs_gb * 12 * 0.03
+    logs = logs_gb * 0.50 + logs_gb * 3 * 0.03  # 90 days of logs kept
     lam = invocations * 0.20 / 1e6 + (deliveries * 0.2 + events * 0.05) * 0.25 * 0.0000133334
     sns = (deliveries + events) * 0.50 / 1e6
     return ses + dashboard + alarms + metrics + kms + dynamodb + sqs + logs + lam + sns
@@ -128,7 +135,8 @@ def test_cost_estimate_matches_a_hand_calculation_within_10_percent(template):
 
 def test_monthly_cost_at_2000_emails_a_day_stays_under_15_dollars_with_ses_about_6(template):
     estimate = cost.estimate(template, cost.Assumptions(emails_per_day=2_000))
-    assert estimate.lines["SES"] == pytest.approx(6.00)
+    # 60,000 customers' emails and the canary's, one every 30 minutes, at $0.10 per 1,000
+    assert estimate.lines["SES"] == pytest.approx((60_000 + 1_440) / 1000 * 0.10)
     assert estimate.total <= 15.00
 
 

@@ -349,7 +349,7 @@ def test_equal_rank_never_replaces_the_first_failure(handler, table):
         (
             ("delivery_delay", "delivery", "bounce_permanent"),
             "BOUNCED",
-            {"DeliveryDelays": 1, "Deliveries": 1, "Bounces": 1, "HardBounces": 1},
+            {"DeliveryDelays": 1, "Deliveries": 1, "Bounces": 1},
         ),
     ],
     ids=["send-delivery-complaint", "delay-delivery-bounce"],
@@ -395,7 +395,7 @@ def test_the_same_event_twice_in_one_batch_is_recorded_and_counted_once(handler,
     assert len(get_item(table)["events"]) == 1
     logs, emf_lines = output(capsys)
     assert [log["outcome"] for log in logs] == ["applied", "duplicate"]
-    assert metric_values(emf_lines) == {"Bounces": 1, "HardBounces": 1}
+    assert metric_values(emf_lines) == {"Bounces": 1}
 
 
 def test_the_same_event_raw_and_in_an_sns_envelope_is_recorded_once(handler, table):
@@ -511,7 +511,7 @@ def test_one_emf_line_per_invocation_counts_each_kind(handler, table, capsys):
     assert directive["Dimensions"] == [[]]
     assert {metric["Unit"] for metric in directive["Metrics"]} == {"Count"}
     assert metric_values(emf_lines) == {
-        "Deliveries": 1, "Bounces": 2, "HardBounces": 1, "Complaints": 1, "Rejects": 1,
+        "Deliveries": 1, "Bounces": 2, "Complaints": 1, "Rejects": 1,
         "RenderingFailures": 1, "DeliveryDelays": 1, "UnmatchedFeedback": 1,
     }
 

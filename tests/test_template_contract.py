@@ -16,14 +16,11 @@ import troposphere
 from conftest import resources_of_type
 
 EXPECTED_RESOURCES = {
+    "AlarmCanaryNotDelivered": "AWS::CloudWatch::Alarm",
     "AlarmEmailSendFailures": "AWS::CloudWatch::Alarm",
     "AlarmFeedbackDeadLetterQueueNotEmpty": "AWS::CloudWatch::Alarm",
-    "AlarmFeedbackFunctionErrorsOrThrottles": "AWS::CloudWatch::Alarm",
-    "AlarmFeedbackQueueMessageAge": "AWS::CloudWatch::Alarm",
-    "AlarmHighBounceRate": "AWS::CloudWatch::Alarm",
-    "AlarmHighComplaintRate": "AWS::CloudWatch::Alarm",
     "AlarmSendDeadLetterQueueNotEmpty": "AWS::CloudWatch::Alarm",
-    "AlarmSendFunctionErrorsOrThrottles": "AWS::CloudWatch::Alarm",
+    "AlarmSendFunctionErrors": "AWS::CloudWatch::Alarm",
     "AlarmSendQueueMessageAge": "AWS::CloudWatch::Alarm",
     "AlarmSesReputation": "AWS::CloudWatch::Alarm",
     "CloudWatchDashboard": "AWS::CloudWatch::Dashboard",
@@ -39,6 +36,8 @@ EXPECTED_RESOURCES = {
     "LambdaSesFeedbackProcessorLogGroup": "AWS::Logs::LogGroup",
     "LambdaSesFeedbackProcessorRole": "AWS::IAM::Role",
     "MonthlyCostBudget": "AWS::Budgets::Budget",
+    "CanarySchedule": "AWS::Scheduler::Schedule",
+    "CanaryScheduleRole": "AWS::IAM::Role",
     "SESConfigurationSet": "AWS::SES::ConfigurationSet",
     "SESEmailIdentity": "AWS::SES::EmailIdentity",
     "SESEventDestinationBounce": "AWS::SES::ConfigurationSetEventDestination",
@@ -78,7 +77,8 @@ STATIC_TAGS = {
 PARAMETERS = {
     "EnvironmentSuffix", "VerifiedDomain", "SesFromAddress", "EnableProductionSES",
     "TestEmailAddress", "AlarmEmail", "MonthlyBudgetUsd", "SendMaxConcurrency",
-    "RecordRetentionDays", "LogRetentionDays", "CreateEmailIdentity",
+    "RecordRetentionDays", "LogRetentionDays", "CreateEmailIdentity", "CanaryIntervalMinutes",
+    "AutoPauseSending", "PauseAtPercentOfReview",
 }
 
 
@@ -132,8 +132,9 @@ def test_every_taggable_resource_carries_the_five_tags_for_cost_allocation(templ
         expected = dict(STATIC_TAGS, Environment={"Ref": "EnvironmentSuffix"})
         assert tags == expected, name
         tagged += 1
-    # Untaggable: the key alias, the two policies, five subscriptions, three event destinations.
-    assert tagged == len(EXPECTED_RESOURCES) - 11
+    # Untaggable: the key alias, the two policies, five subscriptions, three event destinations,
+    # the canary schedule.
+    assert tagged == len(EXPECTED_RESOURCES) - 12
 
 
 def test_no_literal_partition_in_arns_so_the_stack_deploys_in_any_partition(template):
