@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from troposphere import Template
 
+from infra.breaker import add_circuit_breaker
 from infra.canary import add_canary
 from infra.functions import add_functions, add_log_groups
 from infra.iam import add_roles
@@ -40,6 +41,8 @@ def build() -> Template:
                               feedback_queue=queues.feedback)
     monitoring = add_monitoring(t, params, topics=topics, queues=queues, functions=functions)
     add_canary(t, params, key=key, topics=topics)
+    add_circuit_breaker(t, params, key=key, topics=topics, config_set=ses.configuration_set,
+                        send_mapping=functions.send_mapping)
     add_outputs(t, params, key=key, topics=topics, queues=queues, table=table, ses=ses,
                 monitoring=monitoring, functions=functions)
     return t

@@ -113,6 +113,52 @@ def _label(name: str, resource: dict) -> str:
     return name
 
 
+def _granted_actions(resources: dict, function: dict) -> set[str]:
+    """Every action the function's execution role grants."""
+    role = resources[_refs(function["Properties"]["Role"])[0]]
+    actions = set()
+    for policy in role["Properties"].get("Policies", []):
+        statements = policy["PolicyDocument"]["Statement"]
+        for statement in statements if isinstance(statements, list) else [statements]:
+            action = statement["Action"]
+            actions.update(action if isinstance(action, list) else [action])
+    return actions
+
+
+def _what_it_does(actions: set[str], target_type: str) -> str | None:
+    """The edge label for a function that names a resource of `target_type` in its environment,
+    from what its role may do."""
+    if target_type == "AWS::DynamoDB::Table":
+        return "conditional writes"
+    if target_type == "AWS::SES::ConfigurationSet" and "ses:SendEmail" in actions:
+        return "SendEmail"
+    if (target_type == "AWS::SES::ConfigurationSet"
+            and "ses:PutConfigurationSetSendingOptions" in actions):
+        return "pause / resume"
+    if (target_type == "AWS::Lambda::EventSourceMapping"
+            and "lambda:UpdateEventSourceMapping" in actions):
+        return "pause / resume its queue"
+    return None
+
+
+def _alarm_actions(resources: dict, alarms: list[str], kind: str) -> dict[str, list[str]]:
+    """Each resource of type `kind` that alarms act on -> the alarms that do, in order."""
+    acted_on: dict[str, list[str]] = {}
+    for alarm in alarms:
+        # A set: a target named in both branches of an Fn::If counts once.
+        for target in sorted(set(_refs(resources[alarm]["Properties"]["AlarmActions"]))):
+            if resources.get(target, {}).get("Type") == kind:
+                acted_on.setdefault(target, []).append(alarm)
+    return acted_on
+
+
+def _condition_of(actions) -> str:
+    """`, if <condition>` when the alarm actions are chosen with Fn::If, else ''."""
+    if isinstance(actions, dict) and "Fn::If" in actions:
+        return f", if {actions['Fn::If'][0]}"
+    return ""
+
+
 def architecture_mermaid(template: dict) -> str:
     """A flowchart of the data path, derived from the resources and their references."""
     resources = template["Resources"]
@@ -142,10 +188,15 @@ def architecture_mermaid(template: dict) -> str:
             edges.append((node(queue), f"batches of {props.get('BatchSize', 10)}",
                           node(function)))
         elif kind == "AWS::Lambda::Function":
+            actions = _granted_actions(resources, resource)
             for target in sorted(set(_refs(props.get("Environment", {})))):
-                if resources.get(target, {}).get("Type") in _SHAPES:
-                    verb = ("SendEmail" if resources[target]["Type"] ==
-                            "AWS::SES::ConfigurationSet" else "conditional writes")
+                target_type = resources.get(target, {}).get("Type")
+                verb = _what_it_does(actions, target_type)
+                if verb and target_type == "AWS::Lambda::EventSourceMapping":
+                    # Shown on the function the mapping feeds: mappings are not nodes.
+                    mapped = _refs(resources[target]["Properties"]["FunctionName"])[0]
+                    edges.append((node(name), verb, node(mapped)))
+                elif verb:
                     edges.append((node(name), verb, node(target)))
         elif kind == "AWS::SES::ConfigurationSetEventDestination":
             destination = props["EventDestination"]
@@ -154,10 +205,13 @@ def architecture_mermaid(template: dict) -> str:
             events = ", ".join(destination["MatchingEventTypes"])
             edges.append((node(config_set), events, node(topic)))
     alarms = [n for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    alarm_topics = sorted({t for a in alarms for t in _refs(resources[a]["Properties"]
-                                                             ["AlarmActions"])})
-    for topic in alarm_topics:
-        edges.append((f"Alarms[{len(alarms)} CloudWatch alarms]", "notify", node(topic)))
+    all_alarms = f"Alarms[{len(alarms)} CloudWatch alarms]"
+    for function, invokers in sorted(_alarm_actions(resources, alarms,
+                                                    "AWS::Lambda::Function").items()):
+        condition = _condition_of(resources[invokers[0]]["Properties"]["AlarmActions"])
+        edges.append((all_alarms, f"{len(invokers)} of them invoke{condition}", node(function)))
+    for topic in sorted(_alarm_actions(resources, alarms, "AWS::SNS::Topic")):
+        edges.append((all_alarms, "notify", node(topic)))
         for name, resource in resources.items():
             if resource["Type"] == "AWS::Budgets::Budget" and topic in _refs(resource):
                 limits = " / ".join(

@@ -39,6 +39,7 @@ CHECKOV_SKIPS = [
 HANDLER_FILES = {
     "LambdaSendOrderEmail": "send_order_email",
     "LambdaSesFeedbackProcessor": "ses_feedback_processor",
+    "LambdaEmailCircuitBreaker": "circuit_breaker",
 }
 
 
@@ -57,7 +58,7 @@ class Functions:
 
 
 def add_log_group(t: Template, params: Params, key: EncryptionKey, title: str,
-               function_name: str) -> LogGroup:
+                  function_name: str) -> LogGroup:
     return add(t, LogGroup(
         title,
         LogGroupName=Sub(f"/aws/lambda/${{{ENV}}}-{function_name}"),
@@ -74,15 +75,15 @@ def add_log_group(t: Template, params: Params, key: EncryptionKey, title: str,
 def add_log_groups(t: Template, params: Params, *, key: EncryptionKey) -> LogGroups:
     return LogGroups(
         send=add_log_group(t, params, key, "LambdaSendOrderEmailLogGroup",
-                        settings.SEND_FUNCTION_NAME),
+                           settings.SEND_FUNCTION_NAME),
         feedback=add_log_group(t, params, key, "LambdaSesFeedbackProcessorLogGroup",
-                            settings.FEEDBACK_FUNCTION_NAME),
+                               settings.FEEDBACK_FUNCTION_NAME),
     )
 
 
 def add_function(t: Template, params: Params, *, title: str, name: str, timeout: int,
-                 role: Role, log_group: LogGroup,
-                 key: EncryptionKey, variables: dict) -> Function:
+                 role: Role, log_group: LogGroup, key: EncryptionKey, variables: dict,
+                 checkov_skips: list[tuple[str, str]] = CHECKOV_SKIPS) -> Function:
     return add(t, Function(
         title,
         FunctionName=physical(name),
@@ -99,7 +100,7 @@ def add_function(t: Template, params: Params, *, title: str, name: str, timeout:
         LoggingConfig=LoggingConfig(LogGroup=log_group.ref()),
         Tags=tags(params.env),
         Metadata={"checkov": {"skip": [
-            {"id": check, "comment": reason} for check, reason in CHECKOV_SKIPS
+            {"id": check, "comment": reason} for check, reason in checkov_skips
         ]}},
     ))
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awacs import dynamodb, kms, logs, ses, sqs, sts
+from awacs import awslambda, dynamodb, kms, logs, ses, sqs, sts
 from awacs.aws import Action, Allow, Condition, PolicyDocument, Principal, Statement, StringEquals
 from troposphere import GetAtt, Ref, Sub, Template
+from troposphere.awslambda import EventSourceMapping
 from troposphere.iam import Policy, Role
 from troposphere.logs import LogGroup
+from troposphere.ses import ConfigurationSet
 from troposphere.sqs import Queue
 
 from infra import settings
@@ -84,6 +86,42 @@ def use_key(key: EncryptionKey) -> Statement:
     )
 
 
+def decrypt_environment(key: EncryptionKey) -> Statement:
+    """Decrypt the function's own environment variables (encrypted with the stack key); nothing
+    else of the key's."""
+    return Statement(
+        Sid="DecryptOwnEnvironment",
+        Effect=Allow,
+        Action=[kms.Decrypt],
+        Resource=[GetAtt(key.key, "Arn")],
+    )
+
+
+def switch_config_set_sending(config_set: ConfigurationSet) -> Statement:
+    """Read this stack's configuration set and turn its sending off or on (SES v2
+    GetConfigurationSet, PutConfigurationSetSendingOptions), on that set only."""
+    return Statement(
+        Sid="PauseAndResumeStackConfigSet",
+        Effect=Allow,
+        Action=[ses.GetConfigurationSet, ses.PutConfigurationSetSendingOptions],
+        Resource=[Sub(
+            "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:"
+            "configuration-set/${ConfigurationSet}",
+            ConfigurationSet=config_set.ref(),
+        )],
+    )
+
+
+def switch_event_source_mapping(mapping: EventSourceMapping) -> Statement:
+    """Read one event source mapping and enable or disable it, on that mapping only."""
+    return Statement(
+        Sid="PauseAndResumeSendMapping",
+        Effect=Allow,
+        Action=[awslambda.GetEventSourceMapping, awslambda.UpdateEventSourceMapping],
+        Resource=[GetAtt(mapping, "EventSourceMappingArn")],
+    )
+
+
 def write_logs(log_group: LogGroup) -> Statement:
     return Statement(
         Sid="WriteOwnLogGroup",
@@ -93,7 +131,8 @@ def write_logs(log_group: LogGroup) -> Statement:
     )
 
 
-def _lambda_role(t: Template, params: Params, title: str, statements: list[Statement]) -> Role:
+def lambda_role(t: Template, params: Params, title: str, statements: list[Statement]) -> Role:
+    """An execution role for one function, with exactly `statements` as its inline policy."""
     # No RoleName: IAM is global, so a fixed name would collide when the same environment is
     # deployed in a second region (and it would need CAPABILITY_NAMED_IAM).
     return add(t, Role(
@@ -113,14 +152,14 @@ def _lambda_role(t: Template, params: Params, title: str, statements: list[State
 
 def add_roles(t: Template, params: Params, *, key: EncryptionKey, table: DeliveryTable,
               queues: Queues, send_log_group: LogGroup, feedback_log_group: LogGroup) -> Roles:
-    send = _lambda_role(t, params, "LambdaSendOrderEmailRole", [
+    send = lambda_role(t, params, "LambdaSendOrderEmailRole", [
         ses_send(params),
         table_access("ClaimAndRecordDeliveries", table, [dynamodb.UpdateItem]),
         consume_queue(queues.send),
         use_key(key),
         write_logs(send_log_group),
     ])
-    feedback = _lambda_role(t, params, "LambdaSesFeedbackProcessorRole", [
+    feedback = lambda_role(t, params, "LambdaSesFeedbackProcessorRole", [
         table_access("TrackDeliveryStatus", table, [dynamodb.UpdateItem]),
         consume_queue(queues.feedback),
         use_key(key),

@@ -98,12 +98,18 @@ CANARY_ALARM_INTERVALS = 3
 CANARY_ADDRESS = "success+canary@simulator.amazonses.com"
 # The circuit breaker pauses sending at this share of the rates at which AWS reviews an account.
 DEFAULT_PAUSE_AT_PERCENT_OF_REVIEW = 80
+# Its alarms look at 5-minute periods (one is enough): the sooner sending stops, the fewer bounces
+# and complaints pile up before AWS's review.
+CIRCUIT_BREAKER_ALARM_PERIOD_S = 300
+# Four idempotent calls (read and set each of the two switches), 12 s each at worst with their
+# retries (handlers/circuit_breaker.py, WORST_CASE_SECONDS): 48 s.
+CIRCUIT_BREAKER_TIMEOUT_S = 60
 
 # --- Physical names (suffixes after `<env>-`), shared by the builders that must agree on them ---
 CONFIG_SET_NAME = "ses-config-set"
 SEND_FUNCTION_NAME = "send-order-email"
 FEEDBACK_FUNCTION_NAME = "ses-feedback-processor"
 TABLE_NAME = "email-deliveries"
-DASHBOARD_NAME = "email-notifications"
-CIRCUIT_BREAKER_FUNCTION_NAME = "email-circuit-breaker"  # + `-<region>`: dashboard names are global to an account
+DASHBOARD_NAME = "email-notifications"  # + `-<region>`: dashboard names are global to an account
+CIRCUIT_BREAKER_FUNCTION_NAME = "email-circuit-breaker"
 BUDGET_NAME = "email-notifications"  # + `-<region>`: budget names are unique per account

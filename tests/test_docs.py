@@ -106,8 +106,9 @@ def hand_calculation_2000_per_day() -> float:
     ses = emails / 1000 * 0.10
     dashboard = 3.00
     # single-metric alarms: send failures, two DLQs, send backlog, send errors, canary; on two
-    # metrics: the account's reputation and the circuit breaker's configuration set reputation
-    alarms = (6 * 1 + 2 * 2) * 0.10
+    # metrics: the account's reputation, and the circuit breaker's two (its configuration set's
+    # reputation and the account's)
+    alarms = (6 * 1 + 3 * 2) * 0.10
     hours = 720
 
     def metric(per_month):

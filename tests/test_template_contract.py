@@ -16,6 +16,10 @@ import troposphere
 from conftest import resources_of_type
 
 EXPECTED_RESOURCES = {
+    "AlarmBreakerAccountReputation": "AWS::CloudWatch::Alarm",
+    "AlarmBreakerAccountReputationInvokesCircuitBreaker": "AWS::Lambda::Permission",
+    "AlarmBreakerConfigSetReputation": "AWS::CloudWatch::Alarm",
+    "AlarmBreakerConfigSetReputationInvokesCircuitBreaker": "AWS::Lambda::Permission",
     "AlarmCanaryNotDelivered": "AWS::CloudWatch::Alarm",
     "AlarmEmailSendFailures": "AWS::CloudWatch::Alarm",
     "AlarmFeedbackDeadLetterQueueNotEmpty": "AWS::CloudWatch::Alarm",
@@ -27,6 +31,9 @@ EXPECTED_RESOURCES = {
     "EmailDeliveriesTable": "AWS::DynamoDB::Table",
     "EmailNotificationsKey": "AWS::KMS::Key",
     "EmailNotificationsKeyAlias": "AWS::KMS::Alias",
+    "LambdaEmailCircuitBreaker": "AWS::Lambda::Function",
+    "LambdaEmailCircuitBreakerLogGroup": "AWS::Logs::LogGroup",
+    "LambdaEmailCircuitBreakerRole": "AWS::IAM::Role",
     "LambdaSendOrderEmail": "AWS::Lambda::Function",
     "LambdaSendOrderEmailEventSourceMapping": "AWS::Lambda::EventSourceMapping",
     "LambdaSendOrderEmailLogGroup": "AWS::Logs::LogGroup",
@@ -133,8 +140,8 @@ def test_every_taggable_resource_carries_the_five_tags_for_cost_allocation(templ
         assert tags == expected, name
         tagged += 1
     # Untaggable: the key alias, the two policies, five subscriptions, three event destinations,
-    # the canary schedule.
-    assert tagged == len(EXPECTED_RESOURCES) - 12
+    # the canary schedule, the circuit breaker's two invoke permissions.
+    assert tagged == len(EXPECTED_RESOURCES) - 14
 
 
 def test_no_literal_partition_in_arns_so_the_stack_deploys_in_any_partition(template):

@@ -164,7 +164,10 @@ def test_the_alarm_publisher_condition_follows_the_explicit_alarm_names(template
         "Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
     resource_pattern = pattern.split(":alarm:", 1)[1]
     for name, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
-        if {"Ref": "SNSTopicAlarms"} in alarm["Properties"].get("AlarmActions", []):
+        actions = alarm["Properties"].get("AlarmActions", [])
+        if isinstance(actions, dict):  # Fn::If [condition, when true, when false]
+            actions = [action for branch in actions["Fn::If"][1:] for action in branch]
+        if {"Ref": "SNSTopicAlarms"} in actions:
             alarm_name = alarm["Properties"]["AlarmName"]["Fn::Sub"]
             assert fnmatch.fnmatchcase(alarm_name, resource_pattern), (name, alarm_name)
 
