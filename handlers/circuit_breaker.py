@@ -14,8 +14,8 @@ Two switches let this stack send email, and the breaker turns both:
 
 The story of one invocation:
 
-1. Who asks. CloudWatch invokes the function asynchronously as the alarm action of the two
-   reputation alarms (`<env>-breaker-config-set-reputation`, `<env>-breaker-account-reputation`),
+1. Who asks. CloudWatch invokes the function asynchronously as the alarm action of the
+   reputation alarm of this stack's configuration set (`<env>-breaker-config-set-reputation`),
    with the alarm's new state. An operator invokes it with {"action": "resume"} or
    {"action": "status"} (README, Operations runbook). Anything else is refused with a ValueError
    that says what was expected.

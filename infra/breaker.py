@@ -1,14 +1,19 @@
-"""The reputation circuit breaker: two alarms on SES reputation and the function they invoke,
-which pauses this stack's sending (DESIGN.md, "Self-watching").
+"""The reputation circuit breaker: an alarm on this stack's SES reputation and the function it
+invokes, which pauses this stack's sending (DESIGN.md, "Self-watching").
 
-The alarms watch SES's own bounce and complaint rates (`AWS/SES Reputation.BounceRate` and
-`Reputation.ComplaintRate`, fractions): one this configuration set's (dimension
-`ses:configuration-set`), one the account's (no dimension). Each computes the larger of the two
-rates as a percentage of the rate at which AWS reviews an account, and fires when it reaches
-`PauseAtPercentOfReview`. Firing always notifies the alarms topic; with `AutoPauseSending=true` it
-also invokes `<env>-email-circuit-breaker` (handlers/circuit_breaker.py) directly, which pauses the
-configuration set and disables the send function's event source mapping. Nothing resumes by
-itself: an operator does (README, Operations runbook).
+The alarm watches SES's own bounce and complaint rates of this stack's configuration set
+(`AWS/SES Reputation.BounceRate` and `Reputation.ComplaintRate`, fractions, dimension
+`ses:configuration-set`), computes the larger of the two as a percentage of the rate at which AWS
+reviews an account, and fires when it reaches `PauseAtPercentOfReview`. Firing always notifies
+the alarms topic; with `AutoPauseSending=true` it also invokes `<env>-email-circuit-breaker`
+(handlers/circuit_breaker.py) directly, which pauses the configuration set and disables the send
+function's event source mapping. Nothing resumes by itself: an operator does (README, Operations
+runbook). A breaker invocation that still fails after Lambda's retries is sent to the alarms
+topic, so the on-call hears of a pause that did not happen.
+
+The account-wide rates (every sender in the account) only notify (monitoring.py,
+`ses-reputation-at-risk`): another sender's bounces must not stop this shop's order
+confirmations, and pausing them would not lower that sender's rate.
 
 The template sets neither the configuration set's `SendingOptions` nor the mapping's `Enabled`:
 both are left to the breaker and the operator, so a stack update never resumes a paused stack.
@@ -19,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from troposphere import AccountId, GetAtt, If, Ref, Sub, Template
-from troposphere.awslambda import EventSourceMapping, Function, Permission
+from troposphere.awslambda import (
+    DestinationConfig, EventInvokeConfig, EventSourceMapping, Function, OnFailure, Permission,
+)
 from troposphere.cloudwatch import Alarm, Metric, MetricDataQuery, MetricDimension, MetricStat
 from troposphere.iam import Role
 from troposphere.logs import LogGroup
@@ -29,8 +36,8 @@ from infra import settings
 from infra.common import add
 from infra.functions import add_function, add_log_group
 from infra.iam import (
-    decrypt_environment, lambda_role, switch_config_set_sending, switch_event_source_mapping,
-    write_logs,
+    encrypt_reports_and_decrypt_environment, lambda_role, report_failures_to,
+    switch_config_set_sending, switch_event_source_mapping, write_logs,
 )
 from infra.kms import EncryptionKey
 from infra.monitoring import IGNORE, NAMESPACE, alarm
@@ -45,9 +52,9 @@ ALARMS_PRINCIPAL = "lambda.alarms.cloudwatch.amazonaws.com"
 
 # The checkov findings that do not apply to this function, with the reason (kept in Metadata).
 CHECKOV_SKIPS = [
-    ("CKV_AWS_116", "Alarm-invoked: a failure is logged, counted and retried; the alarm also "
-                    "notifies on-call"),
-    ("CKV_AWS_115", "Invoked only by its two alarms and by operators"),
+    ("CKV_AWS_116", "Alarm-invoked: a failed invocation goes to the alarms topic (on-failure "
+                    "destination)"),
+    ("CKV_AWS_115", "Invoked only by its alarm and by operators"),
     ("CKV_AWS_117", "Public AWS APIs only: no VPC needed"),
 ]
 
@@ -121,7 +128,8 @@ def add_circuit_breaker(t: Template, params: Params, *, key: EncryptionKey, topi
     role = lambda_role(t, params, f"{FUNCTION_TITLE}Role", [
         switch_config_set_sending(config_set),
         switch_event_source_mapping(send_mapping),
-        decrypt_environment(key),
+        report_failures_to(topics.alarms),
+        encrypt_reports_and_decrypt_environment(key),
         write_logs(log_group),
     ])
     function = add_function(
@@ -152,18 +160,23 @@ def add_circuit_breaker(t: Template, params: Params, *, key: EncryptionKey, topi
                      f"({share}). {then}"),
             dimensions=[MetricDimension(Name=CONFIG_SET_DIMENSION, Value=config_set.ref())],
             actions=actions),
-        _breaker_alarm(
-            t, params, "AlarmBreakerAccountReputation", slug="breaker-account-reputation",
-            meaning=("SES's account-wide bounce or complaint rate (every sender in the account) "
-                     f"reached PauseAtPercentOfReview % of the rates at which AWS reviews an "
-                     f"account ({share}). {then}"),
-            dimensions=[],
-            actions=actions),
     ]
     permissions = [
         _invoke_permission(t, f"{alarm_resource.title}InvokesCircuitBreaker", function,
                            alarm_resource)
         for alarm_resource in alarms
     ]
+    # CloudWatch invokes the function asynchronously: Lambda retries a failed invocation twice,
+    # then gives up. A pause that failed must not vanish into the logs: the failed event goes to
+    # the alarms topic (and the on-call's e-mail). Stale requests are worth little: an hour.
+    add(t, EventInvokeConfig(
+        f"{FUNCTION_TITLE}InvokeConfig",
+        FunctionName=function.ref(),
+        Qualifier="$LATEST",
+        MaximumRetryAttempts=2,
+        MaximumEventAgeInSeconds=3600,
+        DestinationConfig=DestinationConfig(OnFailure=OnFailure(
+            Destination=topics.alarms.ref())),
+    ))
     return CircuitBreaker(function=function, role=role, log_group=log_group, alarms=alarms,
                           permissions=permissions)

@@ -209,7 +209,8 @@ def architecture_mermaid(template: dict) -> str:
     for function, invokers in sorted(_alarm_actions(resources, alarms,
                                                     "AWS::Lambda::Function").items()):
         condition = _condition_of(resources[invokers[0]]["Properties"]["AlarmActions"])
-        edges.append((all_alarms, f"{len(invokers)} of them invoke{condition}", node(function)))
+        verb = "invokes" if len(invokers) == 1 else "invoke"
+        edges.append((all_alarms, f"{len(invokers)} of them {verb}{condition}", node(function)))
     for topic in sorted(_alarm_actions(resources, alarms, "AWS::SNS::Topic")):
         edges.append((all_alarms, "notify", node(topic)))
         for name, resource in resources.items():

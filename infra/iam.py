@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awacs import awslambda, dynamodb, kms, logs, ses, sqs, sts
+from awacs import awslambda, dynamodb, kms, logs, ses, sns, sqs, sts
 from awacs.aws import Action, Allow, Condition, PolicyDocument, Principal, Statement, StringEquals
 from troposphere import GetAtt, Ref, Sub, Template
 from troposphere.awslambda import EventSourceMapping
 from troposphere.iam import Policy, Role
 from troposphere.logs import LogGroup
 from troposphere.ses import ConfigurationSet
+from troposphere.sns import Topic
 from troposphere.sqs import Queue
 
 from infra import settings
@@ -86,14 +87,24 @@ def use_key(key: EncryptionKey) -> Statement:
     )
 
 
-def decrypt_environment(key: EncryptionKey) -> Statement:
-    """Decrypt the function's own environment variables (encrypted with the stack key); nothing
-    else of the key's."""
+def encrypt_reports_and_decrypt_environment(key: EncryptionKey) -> Statement:
+    """Decrypt the function's own environment variables, and encrypt what it publishes to a topic
+    encrypted with the stack key (SNS asks for a data key on the publisher's behalf)."""
     return Statement(
-        Sid="DecryptOwnEnvironment",
+        Sid="UseStackKey",
         Effect=Allow,
-        Action=[kms.Decrypt],
+        Action=[kms.Decrypt, kms.GenerateDataKey],
         Resource=[GetAtt(key.key, "Arn")],
+    )
+
+
+def report_failures_to(topic: Topic) -> Statement:
+    """Publish to `topic`: Lambda's on-failure destination publishes with the function's role."""
+    return Statement(
+        Sid="ReportFailedInvocations",
+        Effect=Allow,
+        Action=[sns.Publish],
+        Resource=[topic.ref()],
     )
 
 

@@ -1,9 +1,11 @@
 """The reputation circuit breaker in the template (infra/breaker.py): its function, its role's exact
-permissions, its two alarms, who may invoke it, and what the template leaves to it."""
+permissions, its alarm, who may invoke it, where a failed pause is reported, and what the
+template leaves to it."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 
 import pytest
 
@@ -13,7 +15,6 @@ from infra import docs, settings
 FUNCTION = "LambdaEmailCircuitBreaker"
 ALARMS = {
     "AlarmBreakerConfigSetReputation": "breaker-config-set-reputation",
-    "AlarmBreakerAccountReputation": "breaker-account-reputation",
 }
 CONFIG_SET_DIMENSION = [{"Name": "ses:configuration-set", "Value": {"Ref": "SESConfigurationSet"}}]
 KEY = {"Fn::GetAtt": ["EmailNotificationsKey", "Arn"]}
@@ -81,10 +82,18 @@ def test_the_role_may_switch_only_this_configuration_set_and_this_mapping(templa
             "Resource": [{"Fn::GetAtt": ["LambdaSendOrderEmailEventSourceMapping",
                                          "EventSourceMappingArn"]}],
         },
-        "DecryptOwnEnvironment": {
-            "Sid": "DecryptOwnEnvironment",
+        # Lambda's on-failure destination publishes a failed invocation with the function's role.
+        "ReportFailedInvocations": {
+            "Sid": "ReportFailedInvocations",
             "Effect": "Allow",
-            "Action": ["kms:Decrypt"],
+            "Action": ["sns:Publish"],
+            "Resource": [TOPIC],
+        },
+        # Its own environment, and the encrypted alarms topic's data keys.
+        "UseStackKey": {
+            "Sid": "UseStackKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
             "Resource": [KEY],
         },
         "WriteOwnLogGroup": {
@@ -96,7 +105,7 @@ def test_the_role_may_switch_only_this_configuration_set_and_this_mapping(templa
     }
 
 
-def test_only_the_two_alarms_of_this_account_may_invoke_it(template):
+def test_only_its_alarm_of_this_account_may_invoke_it(template):
     permissions = {
         name: p["Properties"] for name, p in resources_of_type(
             template, "AWS::Lambda::Permission").items()
@@ -118,7 +127,6 @@ def test_only_the_two_alarms_of_this_account_may_invoke_it(template):
 
 @pytest.mark.parametrize("alarm, dimensions", [
     ("AlarmBreakerConfigSetReputation", CONFIG_SET_DIMENSION),
-    ("AlarmBreakerAccountReputation", None),  # the account's metrics have no dimension
 ])
 def test_each_alarm_watches_ses_reputation_as_a_share_of_the_review_rates(
         template, alarm, dimensions):
@@ -162,7 +170,7 @@ def test_each_alarm_tells_the_on_call_and_invokes_the_breaker_only_when_auto_pau
         "Fn::Equals": [{"Ref": "AutoPauseSending"}, "true"]}
 
 
-def test_the_alarms_topic_policy_accepts_both_alarms(template):
+def test_the_alarms_topic_policy_accepts_its_alarm(template):
     (policy,) = resources_of_type(template, "AWS::SNS::TopicPolicy").values()
     statement = next(s for s in policy["Properties"]["PolicyDocument"]["Statement"]
                      if s["Sid"] == "CloudWatchPublishesStackAlarms")
@@ -187,10 +195,28 @@ def test_the_diagram_shows_who_invokes_the_breaker_and_what_it_switches(template
     diagram = docs.architecture_mermaid(template)
     alarms = len(resources_of_type(template, "AWS::CloudWatch::Alarm"))
     for edge in (
-        f"Alarms[{alarms} CloudWatch alarms] -->|2 of them invoke, if AutoPausesSending| "
+        f"Alarms[{alarms} CloudWatch alarms] -->|1 of them invokes, if AutoPausesSending| "
         "LambdaEmailCircuitBreaker",
         "LambdaEmailCircuitBreaker -->|pause / resume| SESConfigurationSet",
         "LambdaEmailCircuitBreaker -->|pause / resume its queue| LambdaSendOrderEmail",
     ):
         assert edge in diagram, edge
     assert "LambdaEmailCircuitBreaker -->|SendEmail|" not in diagram
+
+
+def test_a_pause_that_still_fails_after_lambdas_retries_reaches_the_on_call(template):
+    # CloudWatch invokes the breaker asynchronously: Lambda retries twice, then would drop it.
+    config = props(template, f"{FUNCTION}InvokeConfig")
+    assert config["FunctionName"] == {"Ref": FUNCTION} and config["Qualifier"] == "$LATEST"
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == 3600
+    assert config["DestinationConfig"] == {"OnFailure": {"Destination": TOPIC}}
+
+
+def test_the_account_wide_rates_only_notify(template):
+    # Another sender's bounces must not stop this shop's confirmations: only this stack's
+    # configuration set invokes the breaker; the account's rates page the on-call.
+    invoking = [name for name, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+                if "Fn::If" in json.dumps(alarm["Properties"]["AlarmActions"])]
+    assert invoking == ["AlarmBreakerConfigSetReputation"]
+    assert props(template, "AlarmSesReputation")["AlarmActions"] == [TOPIC]

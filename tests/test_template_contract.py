@@ -16,8 +16,6 @@ import troposphere
 from conftest import resources_of_type
 
 EXPECTED_RESOURCES = {
-    "AlarmBreakerAccountReputation": "AWS::CloudWatch::Alarm",
-    "AlarmBreakerAccountReputationInvokesCircuitBreaker": "AWS::Lambda::Permission",
     "AlarmBreakerConfigSetReputation": "AWS::CloudWatch::Alarm",
     "AlarmBreakerConfigSetReputationInvokesCircuitBreaker": "AWS::Lambda::Permission",
     "AlarmCanaryNotDelivered": "AWS::CloudWatch::Alarm",
@@ -32,6 +30,7 @@ EXPECTED_RESOURCES = {
     "EmailNotificationsKey": "AWS::KMS::Key",
     "EmailNotificationsKeyAlias": "AWS::KMS::Alias",
     "LambdaEmailCircuitBreaker": "AWS::Lambda::Function",
+    "LambdaEmailCircuitBreakerInvokeConfig": "AWS::Lambda::EventInvokeConfig",
     "LambdaEmailCircuitBreakerLogGroup": "AWS::Logs::LogGroup",
     "LambdaEmailCircuitBreakerRole": "AWS::IAM::Role",
     "LambdaSendOrderEmail": "AWS::Lambda::Function",
