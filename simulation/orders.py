@@ -11,6 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Callable
 
 from simulation.ses import SIMULATOR_DOMAIN
 
@@ -34,9 +35,10 @@ INVALID_KINDS = ("not-json", "missing-orderId", "bad-email", "header-injection",
                  "bad-money", "not-an-object")
 
 
-def valid_order(index: int, rng: random.Random, domain: str = SIMULATOR_DOMAIN) -> Order:
+def valid_order(index: int, rng: random.Random, domain: str = SIMULATOR_DOMAIN,
+                weights: dict[str, int] = OUTCOME_WEIGHTS) -> Order:
     """An order that satisfies the order contract; its recipient picks the email's outcome."""
-    outcome = rng.choices(list(OUTCOME_WEIGHTS), weights=list(OUTCOME_WEIGHTS.values()))[0]
+    outcome = rng.choices(list(weights), weights=list(weights.values()))[0]
     # Every 25th id holds characters SES tags refuse: the sender must encode it reversibly.
     order_id = f"ORD/ß#{index:06d}" if index % 25 == 7 else f"ORD-20261127-{index:06d}"
     items = [{"name": name, "quantity": rng.randint(1, 3), "unitPrice": price}
@@ -77,7 +79,9 @@ def invalid_order(index: int, kind: str) -> Order:
 
 
 def make_orders(count: int, rng: random.Random, duplicates: float, invalid: float,
-                domain: str = SIMULATOR_DOMAIN) -> tuple[list[Order], list[tuple[float, str]]]:
+                domain: str = SIMULATOR_DOMAIN,
+                weights_at: Callable[[float], dict[str, int]] | None = None,
+                ) -> tuple[list[Order], list[tuple[float, str]]]:
     """`count` distinct orders and the sequence they are published in, as (position, body):
     order i is published at position i, its copies later (the caller turns positions into times).
 
@@ -90,7 +94,8 @@ def make_orders(count: int, rng: random.Random, duplicates: float, invalid: floa
         if rng.random() < invalid:
             orders.append(invalid_order(index, INVALID_KINDS[index % len(INVALID_KINDS)]))
         else:
-            orders.append(valid_order(index, rng, domain))
+            weights = weights_at(index / count) if weights_at else OUTCOME_WEIGHTS
+            orders.append(valid_order(index, rng, domain, weights))
     keyed = []
     for index, order in enumerate(orders):
         keyed.append((float(index), order.body))

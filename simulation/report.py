@@ -21,7 +21,7 @@ EXAMPLES = 5  # orders shown per broken invariant
 # (report field, what it must be, what a broken value means)
 INVARIANTS = (
     ("duplicate_emails", "0", "an order was emailed more than once"),
-    ("lost_orders", "0", "a valid order was neither emailed nor dead-lettered"),
+    ("lost_orders", "0", "a valid order was neither emailed nor in the DLQ or the send queue"),
     ("failed_not_about_the_order", "0",
      "a valid order was marked FAILED: SES refused it for the account's or the setup's sake"),
     ("tracked_pct", "100", "an email's item did not reach the status its outcome implies"),
@@ -39,10 +39,14 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
             for body in tally["dlq"].get(tally["send_dlq"], [])]
     dead_valid = {order.order_id for order in dead if order and order.valid}
     dead_invalid = {order.body for order in dead if order and not order.valid}
+    queued = [by_body.get(body) or by_body.get(_envelope_message(body))
+              for body in tally["queued"]]
+    queued_valid = {order.order_id for order in queued if order and order.valid}
+    queued_invalid = {order.body for order in queued if order and not order.valid}
     valid = [order for order in orders if order.valid]
     invalid = [order for order in orders if not order.valid]
-    lost = [order.order_id for order in valid
-            if order.order_id not in sends and order.order_id not in dead_valid]
+    lost = [order.order_id for order in valid if order.order_id not in sends
+            and order.order_id not in dead_valid and order.order_id not in queued_valid]
     emails, untracked = tally["emails"], tally["untracked"]
     api_calls = tally["api_calls"]
     valid_ids = {order.order_id for order in valid}
@@ -60,7 +64,8 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
         "orders_in_dlq": len(dead_valid),
         "orders_in_dlq_already_emailed": len(dead_valid & set(sends)),
         "invalid_in_dlq": len(dead_invalid),
-        "invalid_dropped": len(invalid) - len(dead_invalid),
+        "invalid_dropped": len(invalid) - len(dead_invalid | queued_invalid),
+        "orders_in_queue": len(queued_valid),
         "dlq_messages": sum(len(found) for found in tally["dlq"].values()),
         "dlq_by_queue": {name: len(found) for name, found in tally["dlq"].items()},
         "dlq_before_redrive": tally["before_redrive"],
@@ -95,7 +100,9 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
         "call_latency": dict(sorted(tally["latency_stats"].items())),
         "accept_latency_s": latency_figures(timeline["published"], timeline["accepted"]),
         "delivery_latency_s": latency_figures(timeline["published"], timeline["delivered"]),
-        "waits": waits(timeline, valid_ids),
+        "waits": waits(timeline, valid_ids, resumed_at=[
+            at for at, _, enabled in tally["sending_changes"] if enabled]),
+        "self_watching": self_watching(tally),
         "happenings": [f"{clock_label(at)} {what}" for at, what in timeline["happenings"]],
         "examples": {"duplicate_emails": tally["duplicate_examples"],
                      "lost_orders": lost[:EXAMPLES], "untracked": untracked[:EXAMPLES],
@@ -118,9 +125,11 @@ def latency_figures(start: dict[str, float], end: dict[str, float]) -> dict:
 WAITED_AFTER_S = 30
 
 
-def waits(timeline: dict, valid_ids: set[str]) -> dict:
+def waits(timeline: dict, valid_ids: set[str], resumed_at: list[float] = ()) -> dict:
     """Which orders waited, where (the queue, or the DLQ until the operator's redrive), for how
-    long (publish -> SES accepted, virtual seconds) and how they got out."""
+    long (publish -> SES accepted, virtual seconds) and how they got out: the queue's own retry,
+    the operator's redrive, or the operator's resume of a paused stack (sent after a resume it
+    was published before)."""
     published, accepted = timeline["published"], timeline["accepted"]
     redriven = timeline["redriven"]
     waited = {}
@@ -132,6 +141,9 @@ def waits(timeline: dict, valid_ids: set[str]) -> dict:
             waited[order_id] = span
     via_dlq = [order_id for order_id in waited if order_id in redriven]
     sent = [span for span in waited.values() if span != float("inf")]
+
+    def after_resume(order_id: str) -> bool:
+        return any(published[order_id] < at <= accepted.get(order_id, -1) for at in resumed_at)
     return {
         "orders_waited": len(waited),
         "in_the_queue": len(waited) - len(via_dlq),
@@ -141,10 +153,60 @@ def waits(timeline: dict, valid_ids: set[str]) -> dict:
         "released_by": {
             "queue retry (visibility timeout)": sum(
                 1 for order_id, span in waited.items()
-                if order_id not in redriven and span != float("inf")),
+                if order_id not in redriven and span != float("inf")
+                and not after_resume(order_id)),
+            "operator resume of the paused stack": sum(
+                1 for order_id, span in waited.items()
+                if order_id not in redriven and span != float("inf") and after_resume(order_id)),
             "operator redrive from the DLQ": sum(
                 1 for order_id in via_dlq if waited[order_id] != float("inf"))},
     }
+
+
+def self_watching(tally: dict) -> dict:
+    """The canaries, the alarms the run could evaluate, and the circuit breaker: per copy of the
+    stack (each lives the scenario with its own SES account, alarms and breaker)."""
+    copies = tally["watch"] if isinstance(tally["watch"], list) else [tally["watch"]]
+    first = copies[0]
+    pauses = [(at, name) for at, name, enabled in tally["sending_changes"] if not enabled]
+    resumes = [(at, name) for at, name, enabled in tally["sending_changes"] if enabled]
+    alarm_at = {}
+    for copy in copies:
+        for transition in copy["alarm_transitions"]:
+            if transition["to"] == "ALARM":
+                alarm_at.setdefault(transition["alarm"], transition["at"])
+    breaker = {}
+    for name, crossed in sorted(first["first_breaches"].items()):
+        entry = {"threshold_crossed": clock_label(crossed)}
+        if name in alarm_at:
+            entry["alarm"] = clock_label(alarm_at[name])
+            entry["alarm_after_crossing_s"] = round(alarm_at[name] - crossed)
+        breaker[name] = entry
+    return {
+        "canaries": {"published": sum(copy["canaries_published"] for copy in copies),
+                     **tally["canaries"]},
+        "alarms_played": first["alarms_played"],
+        "alarms_not_played": first["alarms_not_played"],
+        "alarm_transitions": [
+            f"{clock_label(t['at'])} {t['alarm']}: {t['from']} -> {t['to']}"
+            for t in first["alarm_transitions"]],
+        "alarms_that_fired": sorted(alarm_at),
+        "notifications": _summed(copy["notifications"] for copy in copies),
+        "breaker": breaker,
+        "sending_paused": [clock_label(at) for at, _ in pauses[:1]],
+        "sending_resumed": [clock_label(at) for at, _ in resumes[:1]],
+        "pauses": len(pauses),
+        "emails_while_paused": tally["emails_while_paused"],
+        "account_paused_by_aws": [clock_label(copy["enforced_at"]) for copy in copies
+                                  if copy["enforced_at"]],
+    }
+
+
+def _summed(counters) -> dict:
+    total: Counter = Counter()
+    for counter in counters:
+        total.update(counter)
+    return dict(sorted(total.items()))
 
 
 def _envelope_message(body: str) -> str | None:
@@ -217,6 +279,8 @@ def format_report(report: dict, template_label: str = "") -> str:
         ("duplicate_emails", report["duplicate_emails"], "orders emailed more than once"),
         ("lost_orders", report["lost_orders"], "valid orders neither emailed nor in the DLQ"),
         ("orders_in_dlq", report["orders_in_dlq"], "valid orders an operator must redrive"),
+        ("orders_in_queue", report["orders_in_queue"],
+         "valid orders still waiting in the send queue (a paused stack)"),
         ("invalid_in_dlq", report["invalid_in_dlq"], f"of {report['invalid_orders']} invalid"),
         ("dlq_messages", report["dlq_messages"],
          ", ".join(f"{name} {n}" for name, n in report["dlq_by_queue"].items())),
@@ -245,6 +309,22 @@ def format_report(report: dict, template_label: str = "") -> str:
     width = max(len(str(name)) for name, _, _ in rows)
     for name, value, note in rows:
         lines.append(f"  {name:<{width}}  {str(value):>8}  {note}".rstrip())
+    watching = report["self_watching"]
+    lines.append("")
+    lines.append("self-watching (first copy of the stack)")
+    canaries = watching["canaries"]
+    lines.append(f"  canaries: {canaries['published']} published, {canaries['sent']} sent, "
+                 f"{canaries['delivered']} delivered")
+    lines.append(f"  alarms played: {len(watching['alarms_played'])}; fired: "
+                 f"{', '.join(watching['alarms_that_fired']) or 'none'}")
+    for name, entry in watching["breaker"].items():
+        lines.append(f"  {name}: threshold crossed {entry['threshold_crossed']}"
+                     + (f", ALARM {entry['alarm']} ({entry['alarm_after_crossing_s']} s later)"
+                        if "alarm" in entry else ", never in ALARM"))
+    if watching["pauses"]:
+        lines.append(f"  sending paused {', '.join(watching['sending_paused'])}, resumed "
+                     f"{', '.join(watching['sending_resumed']) or 'never'}; emails accepted "
+                     f"while paused: {watching['emails_while_paused']}")
     waits_ = report["waits"]
     if waits_["orders_waited"] or report["happenings"]:
         lines.append("")

@@ -23,17 +23,24 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Callable
 
+from simulation.alarms import MetricStore
 from simulation.faults import Faults
+from simulation.lambda_model import EventSourceMappings
 from simulation.latency import LatencyModel, virtual_retry_sleeps
 from simulation.orders import Order, make_orders
 from simulation.report import EXAMPLES, build_report
 from simulation.runtime import (MAX_VIRTUAL_S, SQS_HOLD_S, START_EPOCH, EventSourceMapping,
                                 Function, Instrument, VirtualClock)
-from simulation.scenarios import DEFAULT_SCENARIO, SCENARIOS, Scenario
+from simulation.scenarios import DEFAULT_SCENARIO, RESUME_STEP, SCENARIOS, Scenario, resume
 from simulation.ses import EXPECTED_STATUS, SIMULATOR_DOMAIN, ArrivalLog, SesPlayer
 from simulation.ses_model import SesModel
-from simulation.stack import QueueInfo, deploy, wire
+from simulation.stack import QueueInfo, deploy, mapping_arn, wire
 from simulation.timeline import Timeline, merge_timelines
+from simulation.watch import SelfWatching
+
+# The watchers run a little past the scenario's last event: long enough for an alarm that needs
+# three canary intervals without a delivery (at 30 minutes) to be seen clearing.
+WATCH_MARGIN_S = 2 * 3600
 from simulation.template import (DEFAULT_TEMPLATE, REGION, TemplateError, choose_parameters,
                                  load_template)
 
@@ -126,6 +133,10 @@ def sandbox():
         os.environ.update(saved)
 
 
+def is_canary(order_id: str | None) -> bool:
+    return bool(order_id) and order_id.startswith("canary-")
+
+
 class Simulation:
     """One stack deployed in moto, its functions loaded, SES and the mappings played on it, on
     the virtual clock, while a scenario happens to it."""
@@ -135,6 +146,7 @@ class Simulation:
                  on_load: Callable[[str, types.ModuleType], None] | None):
         import boto3
 
+        self.copy = seed.rsplit(":", 1)[-1]  # which copy of the stack (its seed ends with it)
         session = boto3.session.Session(region_name=REGION)
         self.aws = {name: session.client(name) for name in ("kms", "sns", "sqs", "dynamodb", "ses",
                                                             "sesv2")}
@@ -149,14 +161,23 @@ class Simulation:
                                     scenario.slowdown_windows(self.clock.now))
         self.timeline = Timeline()
         self.ses = SesPlayer(self.stack.event_routes, self.aws["sns"], self.clock,
-                             random.Random(f"{seed}:ses"), feedback_duplicates)
+                             random.Random(f"{seed}:ses"), feedback_duplicates,
+                             account=self.ses_account)
+        self.lambda_control = EventSourceMappings({}, mapping_arn, on_change=self._mapping_changed)
         self.instrument = Instrument(self.faults, self._accepted, clock=self.clock,
-                                     ses_account=self.ses_account, latency=self.latency)
+                                     ses_account=self.ses_account, latency=self.latency,
+                                     lambda_control=self.lambda_control)
         self.arrivals = ArrivalLog(self.clock)
+        self.metrics = MetricStore()
+        self.on_load = on_load
         self.functions: dict[str, Function] = {}
         self.mappings = self._mappings(on_load)
+        self.lambda_control.mappings.update(
+            {f"sim-{mapping.info.logical}": mapping for mapping in self.mappings})
         self.actions = deque(sorted(scenario.actions, key=lambda action: action.at_s))
         self.redriven: Counter = Counter()
+        horizon = START_EPOCH + max(scenario.arrival_span_s(orders), scenario.last_action_s)
+        self.watch = SelfWatching(self, horizon + WATCH_MARGIN_S, self.metrics)
 
     def _ses_account(self, parameters: dict[str, str], orders: int) -> SesModel:
         """The SES account as the scenario starts it: by default a production account with the
@@ -199,15 +220,59 @@ class Simulation:
             function = by_name.get(info.function_name)
             if queue is None or function is None:
                 continue
-            if function.logical not in self.functions:
-                self.functions[function.logical] = Function(function, self.clock, self.instrument,
-                                                            on_load)
             role = self.role_of(queue)
             players.append(EventSourceMapping(
-                info, queue, self.functions[function.logical], role, self.aws["sqs"], self.clock,
+                info, queue, self.function(function), role, self.aws["sqs"], self.clock,
                 self._observer(role)))
         order = {"send": 0, "feedback": 1, "other": 2}
         return sorted(players, key=lambda player: (order[player.role], player.info.logical))
+
+    def function(self, info) -> Function:
+        """The running Function of a FunctionInfo, loaded once (its EMF lines feed the metrics)."""
+        if info.logical not in self.functions:
+            self.functions[info.logical] = Function(info, self.clock, self.instrument,
+                                                    self.on_load, on_emf=self.metrics.put_emf)
+        return self.functions[info.logical]
+
+    def function_by_arn(self, arn: str) -> Function | None:
+        """The stack's function with this ARN (an alarm action), if it is one."""
+        for logical, info in self.stack.functions.items():
+            if self.stack.resolver.get_att(logical, "Arn") == arn:
+                return self.function(info)
+        return None
+
+    def invoke_function(self, function: Function, event: dict):
+        """Invoke a function directly (an alarm action, the operator), now."""
+        result = function.invoke(event, slot="direct", start=self.clock.now)
+        return result
+
+    def operator_resume(self) -> None:
+        """The breaker runbook's command: each function an alarm invokes, with `resume`."""
+        targets = {arn for alarm in self.stack.alarms.values()
+                   for arn in alarm.props.get("AlarmActions", [])}
+        for arn in sorted(targets):
+            function = self.function_by_arn(arn)
+            if function is not None:
+                self.invoke_function(function, {"action": "resume"})
+
+    def _mapping_changed(self, uuid: str, enabled: bool) -> None:
+        state = "enabled" if enabled else "disabled"
+        self.timeline.happened(self.clock.time(), f"event source mapping {uuid[4:]} {state}")
+        for mapping in self.mappings:
+            mapping.notify()
+        delay = self.scenario.resume_after_pause_s
+        if not enabled and delay is not None:
+            # The operator follows the breaker runbook: confirm, fix the cause, resume.
+            due = self.clock.time() - START_EPOCH + delay
+            self.actions.append(resume(RESUME_STEP, due))
+            self.actions = deque(sorted(self.actions, key=lambda action: action.at_s))
+
+    def publish_to(self, topic_arn: str, body: str) -> None:
+        """Publish one message to a topic of the stack (a schedule's target)."""
+        self.timeline.publish(body, self.clock.now)
+        self.aws["sns"].publish(TopicArn=topic_arn, Message=body)
+        for mapping in self.mappings:
+            mapping.notify()
 
     def play(self, schedule: list[tuple[float, str]]) -> None:
         """Run the virtual clock until no order, event, retry or scenario action is left:
@@ -227,6 +292,7 @@ class Simulation:
                 action = self.actions.popleft()
                 self.timeline.happened(now, action.what)
                 action.do(self)
+            self.watch.run_due(now)
             if self.ses.next_due() is not None and self.ses.next_due() <= now:
                 self.ses.publish_due()
                 self._notify("feedback")
@@ -238,6 +304,10 @@ class Simulation:
                 self.scenario_start + self.actions[0].at_s if self.actions else None,
                 self.ses.next_due(),
                 *(mapping.next_due() for mapping in self.mappings)) if time is not None]
+            # The watchers (schedules, metrics, alarms) keep time until the scenario's horizon.
+            watch_due = self.watch.next_due()
+            if watch_due is not None:
+                upcoming.append(watch_due)
             if not upcoming:
                 return
             self.clock.now = max(min(upcoming), now + 1e-6)
@@ -362,8 +432,13 @@ class Simulation:
         statuses = self.statuses()
         sends: Counter = Counter()
         untracked = []
+        customers = [email for email in self.ses.emails if not is_canary(email.order_id)]
+        canaries = [email for email in self.ses.emails if is_canary(email.order_id)]
         for email in self.ses.emails:
-            sends[email.order_id if email.order_id is not None else f"?{email.ses_id}"] += 1
+            key = email.order_id if email.order_id is not None else f"?{email.ses_id}"
+            if is_canary(email.order_id):  # each copy of the stack has its own schedule
+                key = f"{self.copy}:{key}"
+            sends[key] += 1
             status = statuses.get((email.order_id, email.message_id))
             if status != EXPECTED_STATUS[email.outcome]:
                 untracked.append({"orderId": email.order_id, "outcome": email.outcome,
@@ -373,14 +448,25 @@ class Simulation:
         unrouted = {f"unrouted_{key[len('unrouted_'):]}": n for key, n in self.ses.stats.items()
                     if key.startswith("unrouted_")}
         return {
-            "emails": len(self.ses.emails),
+            "emails": len(customers),
             "sends": sends,
-            "email_outcomes": Counter(email.outcome for email in self.ses.emails),
+            "email_outcomes": Counter(email.outcome for email in customers),
+            "canaries": {"sent": len(canaries),
+                         "delivered": sum(statuses.get((email.order_id, email.message_id))
+                                          == "DELIVERED" for email in canaries)},
+            "sending_changes": list(self.ses_account.sending_changes),
+            "emails_while_paused": sum(
+                1 for email in self.ses.emails
+                if any(start <= email.accepted_at < end for start, end in self.paused_windows())),
+            "watch": self.watch.tally(),
             "untracked": untracked,
             "duplicate_examples": [self.explain(order_id) for order_id in twice],
             "dlq": {queue.name: self.drain(queue) for queue in self.wiring.dead_letter_queues},
+            # Still waiting in the send queue at the end (a paused stack nobody resumed).
+            "queued": self.drain(self.wiring.send_queue),
             "send_dlq": send_dlq.name if send_dlq else None,
-            "status_counts": Counter(statuses.values()),
+            "status_counts": Counter(status for (order_id, _), status in statuses.items()
+                                     if not is_canary(order_id)),
             "ses_accepted_per_moto": int(self.aws["ses"].get_send_quota()["SentLast24Hours"]),
             "feedback": Counter({
                 "events_published": self.ses.stats["published"],
@@ -416,6 +502,18 @@ class Simulation:
                 "timeouts": mapping.function.timeouts} for mapping in self.mappings},
             "timeline": self.timeline.as_data(),
         }
+
+    def paused_windows(self) -> list[tuple[float, float]]:
+        """(start, end) of each time a configuration set's sending was paused (end: resumed, or
+        the end of the run)."""
+        windows, paused_since = [], {}
+        for at, name, enabled in self.ses_account.sending_changes:
+            if not enabled:
+                paused_since.setdefault(name, at)
+            elif name in paused_since:
+                windows.append((paused_since.pop(name), at))
+        windows += [(at, float("inf")) for at in paused_since.values()]
+        return windows
 
     def failed_items(self) -> list[dict]:
         """Items in a final failure status and the error that put them there."""
@@ -542,6 +640,7 @@ def merge(tallies: list[dict]) -> dict:
                     into[name] += n
         for name, bodies in tally["dlq"].items():
             total["dlq"].setdefault(name, []).extend(bodies)
+        total["queued"].extend(tally["queued"])
         for key in ("before_redrive", "redriven"):
             for name, n in tally[key].items():
                 total[key][name] = total[key].get(name, 0) + n
@@ -551,8 +650,14 @@ def merge(tallies: list[dict]) -> dict:
                 into["function_errors"] += function["function_errors"]
                 for key in ("stats", "outcomes", "metrics"):
                     into[key].update(function[key])
+    for tally in tallies[1:]:
+        for key in ("sent", "delivered"):
+            total["canaries"][key] += tally["canaries"][key]
+        total["sending_changes"].extend(tally["sending_changes"])
+        total["emails_while_paused"] += tally["emails_while_paused"]
     total["duplicate_examples"] = total["duplicate_examples"][:EXAMPLES]
     total["timeline"] = merge_timelines([tally["timeline"] for tally in tallies])
+    total["watch"] = [tally["watch"] for tally in tallies]  # per copy of the stack
     return total
 
 
@@ -578,7 +683,8 @@ def run(template: str | Path | dict = DEFAULT_TEMPLATE, *, orders: int = 200, se
     chosen = choose_parameters(template, {**chosen_scenario.parameters, **(parameters or {})})
     order_list, positions = make_orders(
         orders, random.Random(f"{seed}:orders"), duplicates, invalid,
-        domain=chosen_scenario.customer_domain or SIMULATOR_DOMAIN)
+        domain=chosen_scenario.customer_domain or SIMULATOR_DOMAIN,
+        weights_at=chosen_scenario.outcome_weights)
     schedule = publish_schedule(positions, orders, chosen_scenario.arrival_span_s(orders))
     bodies = [body for _, body in schedule]
     shards = split(order_list, schedule, max(1, workers))

@@ -139,10 +139,12 @@ class Instrument:
     and hands each email SES accepted to the SES player."""
 
     def __init__(self, faults: Faults, on_email: Callable[[dict, dict], Any], *,
-                 clock: VirtualClock | None = None, ses_account: Any = None, latency: Any = None):
+                 clock: VirtualClock | None = None, ses_account: Any = None, latency: Any = None,
+                 lambda_control: Any = None):
         self.faults = faults
         self.on_email = on_email
         self.clock, self.ses_account, self.latency = clock, ses_account, latency
+        self.lambda_control = lambda_control
         self.calls: Counter = Counter()  # (function, operation) -> calls
 
     def attach(self, label: str, module: types.ModuleType) -> None:
@@ -161,6 +163,8 @@ class Instrument:
         events.register_first("before-parameter-build", count)
         if self.ses_account is not None and service in ("ses", "sesv2"):
             self.ses_account.attach(client)
+        if self.lambda_control is not None and service == "lambda":
+            self.lambda_control.attach(client)
         if self.latency is not None and self.clock is not None:
             self.latency.attach(client, self.clock)
 
@@ -261,8 +265,10 @@ class Function:
     `Container` per concurrency slot in use."""
 
     def __init__(self, info: FunctionInfo, clock: VirtualClock, instrument: Instrument,
-                 on_load: Callable[[str, types.ModuleType], None] | None):
+                 on_load: Callable[[str, types.ModuleType], None] | None,
+                 on_emf: Callable[[dict], None] | None = None):
         self.info, self.clock, self.instrument, self.on_load = info, clock, instrument, on_load
+        self.on_emf = on_emf
         self.containers: dict[Any, Container] = {}
         self.invocations = 0
         self.cold_starts = 0
@@ -330,6 +336,8 @@ class Function:
             except ValueError:
                 continue
             if "_aws" in doc:
+                if self.on_emf:
+                    self.on_emf(doc)
                 for metric in doc["_aws"].get("CloudWatchMetrics", [{}])[0].get("Metrics", []):
                     value = doc.get(metric.get("Name"))
                     if isinstance(value, (int, float)) and not isinstance(value, bool):

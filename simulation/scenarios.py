@@ -41,9 +41,19 @@ class Scenario:
     actions: tuple[Action, ...] = ()
     slowdowns: tuple[tuple[str, float, float, float, tuple[float, float]], ...] = ()
     parameters: dict[str, str] = field(default_factory=dict)
-    # Customers at this domain instead of mailbox-simulator addresses (which the SES sandbox
-    # accepts: a scenario about the sandbox needs real recipients; they are all delivered).
+    # Customers at this domain instead of mailbox-simulator addresses: the SES sandbox accepts
+    # the simulator, and mail to the simulator never counts toward reputation. Their outcome
+    # still follows the local part (`bounce+17@...`), drawn from `outcome_weights`.
     customer_domain: str | None = None
+    # The outcome weights of the i-th of n orders, as a function of i/n (None: the defaults).
+    outcome_weights: Callable[[float], dict[str, int]] | None = None
+    # When the circuit breaker pauses sending, the operator resumes this long afterwards (the
+    # breaker runbook: confirm, find and fix the cause, resume). None: nobody does.
+    resume_after_pause_s: float | None = None
+
+    @property
+    def last_action_s(self) -> float:
+        return max((action.at_s for action in self.actions), default=0.0)
 
     def slowdown_windows(self, start: float) -> list[Slowdown]:
         return [Slowdown(service=service, start=start + begin, end=start + end, factor=factor,
@@ -58,6 +68,22 @@ def redrive(what: str, at_s: float) -> Action:
 
 def on_account(what: str, at_s: float, change: Callable[[SesModel], None]) -> Action:
     return Action(at_s, what, lambda simulation: change(simulation.ses_account))
+
+
+def resume(what: str, at_s: float) -> Action:
+    """The breaker runbook's one command: the circuit breaker invoked with {"action": "resume"}."""
+    return Action(at_s, what, lambda simulation: simulation.operator_resume())
+
+
+RESUME_STEP = "operator resumes sending (runbook breaker-config-set-reputation)"
+
+
+def _bounce_storm(fraction: float) -> dict[str, int]:
+    # Real customers: 1 % of addresses bounce; for the middle third of the orders an upstream bug
+    # publishes orders with bad addresses and 15 % bounce, until the source is fixed.
+    if 1 / 3 <= fraction < 2 / 3:
+        return {"success": 85, "bounce": 15}
+    return {"success": 99, "bounce": 1}
 
 
 def _pending_identity(ses: SesModel, orders: int) -> None:
@@ -104,6 +130,7 @@ SCENARIOS = {
         arrival_span_s=lambda orders: 2 * HOUR,
         account=_sandbox,
         customer_domain="customers.example.net",
+        outcome_weights=lambda fraction: {"success": 1},
         actions=(
             on_account("AWS grants production access (14/s, 50,000 a day)", HOUR,
                        lambda ses: ses.grant_production_access()),
@@ -113,16 +140,16 @@ SCENARIOS = {
     ),
     "account-paused": Scenario(
         name="account-paused",
-        summary=("AWS pauses the account for its reputation 20 minutes in and resumes it 40 "
-                 "minutes later; the operator then redrives the DLQ"),
-        arrival_span_s=lambda orders: 2 * HOUR,
+        summary=("AWS pauses the account 20 minutes in and resumes it 2 hours later: the canary "
+                 "alarm fires meanwhile; the operator then redrives the DLQ"),
+        arrival_span_s=lambda orders: 3 * HOUR,
         actions=(
             on_account("AWS pauses sending for the account", 20 * MINUTE,
                        lambda ses: ses.pause_account()),
-            on_account("AWS resumes sending for the account", HOUR,
+            on_account("AWS resumes sending for the account", 2 * HOUR + 20 * MINUTE,
                        lambda ses: ses.resume_account()),
             redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)",
-                    HOUR + 10 * MINUTE),
+                    2 * HOUR + 30 * MINUTE),
         ),
     ),
     "quota": Scenario(
@@ -155,4 +182,14 @@ SCENARIOS = {
         ),
     ),
 }
+SCENARIOS["bounce-storm"] = Scenario(
+    name="bounce-storm",
+    summary=("real customers, 1 % bouncing; from 40 to 80 minutes an upstream bug publishes bad "
+             "addresses and 15 % bounce: the circuit breaker pauses sending; the operator, having "
+             "fixed the source, resumes 30 minutes after the pause"),
+    arrival_span_s=lambda orders: 2 * HOUR,
+    customer_domain="customers.example.net",
+    outcome_weights=_bounce_storm,
+    resume_after_pause_s=30 * MINUTE,
+)
 DEFAULT_SCENARIO = "steady"

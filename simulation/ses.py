@@ -76,12 +76,14 @@ def decode_tag(value: Any) -> str | None:
 
 
 def outcome_of(address: str) -> str:
-    """The mailbox-simulator outcome of a recipient (`bounce+17@simulator...` -> bounce)."""
+    """The outcome of a recipient, from its local part (`bounce+17@...` -> bounce): the
+    mailbox simulator's, which the simulated customers' own addresses follow too. Any other
+    address is delivered."""
     local, _, domain = address.rpartition("@")
     name = local.split("+", 1)[0].lower()
-    if domain.lower() == SIMULATOR_DOMAIN and name in EXPECTED_STATUS:
+    if name in EXPECTED_STATUS and (domain.lower() == SIMULATOR_DOMAIN or name != "suppressionlist"):
         return name
-    return "success"  # any other address: delivered
+    return "success"
 
 
 def iso(epoch: float) -> str:
@@ -167,8 +169,9 @@ class SesPlayer:
     """
 
     def __init__(self, routes: dict[str, list[str]], sns, clock: VirtualClock,
-                 rng: random.Random, duplicate_share: float):
+                 rng: random.Random, duplicate_share: float, account: Any = None):
         self.routes, self.sns, self.clock, self.rng = routes, sns, clock, rng
+        self.account = account  # the SES model: counts sends, bounces, complaints for reputation
         self.duplicate_share = duplicate_share
         self.emails: list[Email] = []
         self._due: list[tuple[float, int, str, str]] = []  # heap of (due, seq, topic, body)
@@ -190,6 +193,8 @@ class SesPlayer:
             order_id=decode_tag(tags.get("orderId")), message_id=decode_tag(tags.get("messageId")),
         )
         self.emails.append(email)
+        if self.account is not None and destination:
+            self.account.note("sent", email.accepted_at, email.config_set, destination[0])
         self._schedule(email)
         return email
 
@@ -208,6 +213,11 @@ class SesPlayer:
 
     def _schedule(self, email: Email) -> None:
         for kind, offset_ms in self.events_for(email):
+            counted = {"Bounce": "bounce", "Complaint": "complaint"}.get(kind)
+            if (counted and self.account is not None and email.destination
+                    and email.outcome != "suppressionlist"):  # SES's own list: not counted
+                self.account.note(counted, email.accepted_at + offset_ms / 1000, email.config_set,
+                                  email.destination[0])
             topics = self.routes.get(SES_EVENT_TYPES[kind][1], [])
             if not topics:  # no event destination takes this type: SES publishes nothing
                 self.stats[f"unrouted_{kind}"] += 1

@@ -51,6 +51,16 @@ FIRST_PRODUCTION_QUOTA = {"max_send_rate": 14.0, "max_24_hour_send": 50_000.0}
 
 VERIFIED, PENDING, FAILED = "SUCCESS", "PENDING", "FAILED"
 
+# Reputation (SES developer guide, "Reputation metrics"): AWS reviews an account at a 5 % bounce
+# or 0.1 % complaint rate and may pause it at 10 % / 0.5 %. The rates are computed over a
+# representative recent volume; modelled as the emails sent in the last 24 hours, once at least
+# REPUTATION_MIN_VOLUME were sent. Mail to the mailbox simulator and bounces from the account's
+# suppression list do not count.
+REPUTATION_WINDOW_S = 24 * 3600
+REPUTATION_MIN_VOLUME = 100
+ENFORCEMENT_BOUNCE_RATE = 0.10
+ENFORCEMENT_COMPLAINT_RATE = 0.005
+
 
 class SesRefusal(Exception):
     """SES refused a request: `code` and `message` as real SES returns them."""
@@ -85,6 +95,11 @@ class SesModel:
         self.sending_enabled = True  # the account's own switch (UpdateAccountSendingEnabled)
         self.accepted: deque[float] = deque()  # when each accepted email was sent
         self.refusals: list[tuple[float, str, str]] = []  # (time, code, message)
+        # (time, configuration set, enabled) of each change of a set's sending option
+        self.sending_changes: list[tuple[float, str, bool]] = []
+        # For reputation: (time, configuration set) of each counted send, bounce and complaint.
+        self.counted: dict[str, list[tuple[float, str | None]]] = {
+            "sent": [], "bounce": [], "complaint": []}
 
     # --- the account's state, changed by AWS or by the operator -------------------------------
 
@@ -198,6 +213,37 @@ class SesModel:
         while self.accepted and self.accepted[0] <= cutoff:
             self.accepted.popleft()
 
+    # --- reputation ---------------------------------------------------------------------------
+
+    def note(self, what: str, at: float, configuration_set: str | None, recipient: str) -> None:
+        """A send, a bounce or a complaint that counts toward the reputation rates (not mail to
+        the mailbox simulator)."""
+        if not _is_simulator(recipient):
+            self.counted[what].append((at, configuration_set))
+
+    def reputation(self, now: float, configuration_set: str | None = None) -> dict | None:
+        """{"bounce": rate, "complaint": rate} (fractions) of the account, or of one configuration
+        set, over the last REPUTATION_WINDOW_S; None below REPUTATION_MIN_VOLUME sends."""
+        def count(what: str) -> int:
+            return sum(1 for at, name in self.counted[what]
+                       if now - REPUTATION_WINDOW_S < at <= now
+                       and (configuration_set is None or name == configuration_set))
+        sent = count("sent")
+        if sent < REPUTATION_MIN_VOLUME:
+            return None
+        return {"bounce": count("bounce") / sent, "complaint": count("complaint") / sent}
+
+    def enforce(self, now: float) -> bool:
+        """AWS pauses an account whose rates reach its enforcement levels; True if it did now."""
+        rates = self.reputation(now)
+        if self.paused_by_aws or rates is None:
+            return False
+        if (rates["bounce"] >= ENFORCEMENT_BOUNCE_RATE
+                or rates["complaint"] >= ENFORCEMENT_COMPLAINT_RATE):
+            self.pause_account()
+            return True
+        return False
+
     # --- in front of a boto3 client ------------------------------------------------------------
 
     def attach(self, client) -> None:
@@ -232,9 +278,11 @@ class SesModel:
                 events.register(f"before-call.sesv2.{operation}", _answer(client, answer))
 
     def _put_sending_options(self, params: dict) -> dict:
-        self._configuration_set(params["ConfigurationSetName"])
-        self.configuration_sets[params["ConfigurationSetName"]] = bool(
-            params.get("SendingEnabled", False))
+        name = params["ConfigurationSetName"]
+        enabled = bool(params.get("SendingEnabled", False))
+        if self._configuration_set(name) != enabled:
+            self.sending_changes.append((self.clock(), name, enabled))
+        self.configuration_sets[name] = enabled
         return {}
 
     def _get_configuration_set(self, params: dict) -> dict:

@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from simulation.alarms import AlarmInfo
 from simulation.template import (ACCOUNT_ID, REGION, STACK_NAME, Resolver, TemplateError,
                                  creation_order)
 
@@ -55,6 +56,16 @@ class MappingInfo:
 
 
 @dataclass
+class ScheduleInfo:
+    logical: str
+    name: str
+    expression: str
+    target_arn: str
+    body: str
+    enabled: bool
+
+
+@dataclass
 class Stack:
     """What `deploy` created, by logical id, plus what the simulation needs to play it."""
 
@@ -64,6 +75,8 @@ class Stack:
     subscriptions: list[tuple[str, str, bool]] = field(default_factory=list)  # topic, queue, raw
     tables: dict[str, str] = field(default_factory=dict)  # logical -> table name
     configuration_sets: list[str] = field(default_factory=list)  # names
+    alarms: dict[str, AlarmInfo] = field(default_factory=dict)
+    schedules: dict[str, ScheduleInfo] = field(default_factory=dict)
     identities: list[str] = field(default_factory=list)  # SES identities the stack created
     event_routes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
@@ -245,7 +258,33 @@ def _register_mapping(stack: Stack, aws: dict, logical: str, props: dict) -> dic
             "FunctionResponseTypes", []),
         enabled=_truthy(props.get("Enabled", True)),
     )
-    return {"Ref": f"sim-{logical}"}
+    uuid = f"sim-{logical}"
+    return {"Ref": uuid, "EventSourceMappingArn": mapping_arn(uuid)}
+
+
+def mapping_arn(uuid: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:event-source-mapping:{uuid}"
+
+
+def _register_alarm(stack: Stack, aws: dict, logical: str, props: dict) -> dict:
+    """Played by `AlarmPlayer` (simulation/alarms.py) when the run produces its metrics."""
+    props = stack.resolver.resolve(props)
+    name = str(props.get("AlarmName") or f"{STACK_NAME}-{logical}")
+    arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{name}"
+    stack.alarms[logical] = AlarmInfo(logical=logical, name=name, arn=arn, props=props)
+    return {"Ref": name, "Arn": arn}
+
+
+def _register_schedule(stack: Stack, aws: dict, logical: str, props: dict) -> dict:
+    """Played by the runner's scheduler on the virtual clock."""
+    props = stack.resolver.resolve(props)
+    name = str(props.get("Name") or f"{STACK_NAME}-{logical}")
+    target = props.get("Target", {})
+    stack.schedules[logical] = ScheduleInfo(
+        logical=logical, name=name, expression=str(props.get("ScheduleExpression", "")),
+        target_arn=str(target.get("Arn", "")), body=str(target.get("Input", "")),
+        enabled=str(props.get("State", "ENABLED")) == "ENABLED")
+    return {"Ref": name, "Arn": f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/{name}"}
 
 
 BUILDERS: dict[str, Callable[[Stack, dict, str, dict], dict | None]] = {
@@ -260,6 +299,8 @@ BUILDERS: dict[str, Callable[[Stack, dict, str, dict], dict | None]] = {
     "AWS::SES::ConfigurationSetEventDestination": _create_event_destination,
     "AWS::Lambda::Function": _register_function,
     "AWS::Lambda::EventSourceMapping": _register_mapping,
+    "AWS::CloudWatch::Alarm": _register_alarm,
+    "AWS::Scheduler::Schedule": _register_schedule,
 }
 
 

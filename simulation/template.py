@@ -117,6 +117,7 @@ class Resolver:
             "Fn::Split": lambda arg: str(self.resolve(arg[1])).split(arg[0]),
             "Fn::Base64": lambda arg: base64.b64encode(str(self.resolve(arg)).encode()).decode(),
             "Fn::GetAZs": lambda arg: [f"{REGION}{zone}" for zone in "abcdef"],
+            "Fn::FindInMap": self._find_in_map,
         }
 
     def resolve(self, value: Any) -> Any:
@@ -135,6 +136,13 @@ class Resolver:
             resolved = {key: self.resolve(item) for key, item in value.items()}
             return {key: item for key, item in resolved.items() if item is not NO_VALUE}
         return value
+
+    def _find_in_map(self, arg: list) -> Any:
+        mapping, top, second = (str(self.resolve(item)) for item in arg)
+        try:
+            return self.template["Mappings"][mapping][top][second]
+        except KeyError:
+            raise TemplateError(f"Fn::FindInMap: no {mapping}.{top}.{second}") from None
 
     def ref(self, name: str) -> Any:
         if name in self.pseudo:

@@ -31,7 +31,10 @@ from simulation.template import REGION, Resolver, TemplateError, choose_paramete
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDERS = 100  # enough for every outcome, duplicates, invalid orders and faults to occur
-SCENARIO_ORDERS = 40  # a scenario's small run
+SCENARIO_ORDERS = 30  # a scenario's small run
+# SES computes reputation over a representative volume (modelled: at least 100 emails), so the
+# bounce storm needs enough orders for the circuit breaker's alarm to see a rate at all.
+BOUNCE_STORM_ORDERS = 150
 slow = pytest.mark.slow  # runs a simulation
 SEND_FUNCTION = "LambdaSendOrderEmail"
 FEEDBACK_FUNCTION = "LambdaSesFeedbackProcessor"
@@ -64,12 +67,8 @@ def faulty(template):
 
 @pytest.fixture(scope="module")
 def duplicated(template):
-    return run(template, orders=ORDERS, seed=13, duplicates=0.3)
-
-
-@pytest.fixture(scope="module")
-def shuffled_feedback(template):
-    return run(template, orders=ORDERS, seed=14, feedback_duplicates=0.5)
+    """Orders published 2-3 times and SES events delivered twice, in one run."""
+    return run(template, orders=ORDERS, seed=13, duplicates=0.3, feedback_duplicates=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,9 @@ def test_without_faults_every_valid_order_is_emailed_once_and_tracked(clean):
     assert clean["duplicate_emails"] == 0
     assert clean["lost_orders"] == 0
     assert clean["tracked_pct"] == 100
-    assert clean["ses_accepted_per_moto"] == clean["emails_sent"]  # moto agrees
+    # moto agrees (it counts the canaries' emails too)
+    assert clean["ses_accepted_per_moto"] == (clean["emails_sent"]
+                                              + clean["self_watching"]["canaries"]["sent"])
 
 
 @slow
@@ -167,7 +168,8 @@ def test_orders_published_two_or_three_times_are_emailed_once(duplicated):
 # --- out-of-order and duplicated SES feedback ---------------------------------------------------
 
 @slow
-def test_shuffled_and_duplicated_feedback_still_tracks_every_email(shuffled_feedback):
+def test_shuffled_and_duplicated_feedback_still_tracks_every_email(duplicated):
+    shuffled_feedback = duplicated
     feedback = shuffled_feedback["feedback"]
     # GIVEN events really arrived out of order (e.g. Delivery before Send) and twice
     assert feedback["emails_with_out_of_order_events"] > 0.2 * shuffled_feedback["emails_sent"]
@@ -238,8 +240,11 @@ def test_the_data_plane_is_created_from_the_template(template):
     delivery_topic = stack.topics["SNSTopicSesDelivery"]
     assert stack.event_routes["send"] == [delivery_topic]
     assert stack.event_routes["bounce"] == [stack.topics["SNSTopicSesBounce"]]
-    assert "AWS::CloudWatch::Alarm" in stack.not_simulated
-    assert set(stack.functions) == {SEND_FUNCTION, FEEDBACK_FUNCTION}
+    # alarms and schedules are played from the template (simulation/watch.py), not created
+    assert set(stack.alarms) == {name for name, r in template["Resources"].items()
+                                 if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(stack.schedules) == {"CanarySchedule"}
+    assert {SEND_FUNCTION, FEEDBACK_FUNCTION} <= set(stack.functions)
     assert stack.functions[SEND_FUNCTION].environment["ENABLE_PRODUCTION_SES"] == "true"
     assert stack.functions[SEND_FUNCTION].environment["EMAIL_DELIVERIES_TABLE"] == \
         "sim-email-deliveries"
@@ -406,7 +411,8 @@ def test_outcomes_come_from_the_mailbox_simulator_address():
 # --- scenarios: the bad days (simulation/scenarios.py) -------------------------------------------
 
 def scenario_run(template, name: str, **options) -> dict:
-    return run(template, orders=SCENARIO_ORDERS, seed=21, scenario=name, workers=1, **options)
+    orders = BOUNCE_STORM_ORDERS if name == "bounce-storm" else SCENARIO_ORDERS
+    return run(template, orders=orders, seed=21, scenario=name, workers=1, **options)
 
 
 _WORKER_TEMPLATE: list[dict] = []  # what the forked workers below simulate
@@ -419,7 +425,9 @@ def _run_scenario(name: str) -> dict:
 @pytest.fixture(scope="module")
 def scenario_reports(template):
     """Each scenario once, two at a time in forked processes (moto is single-threaded)."""
-    names = [name for name in SCENARIOS if name != "steady"]
+    # the longest first, so that the two workers finish together
+    names = sorted((name for name in SCENARIOS if name != "steady"),
+                   key=lambda name: name != "bounce-storm")
     _WORKER_TEMPLATE[:] = [template]
     with multiprocessing.get_context("fork").Pool(2) as pool:
         return dict(zip(names, pool.map(_run_scenario, names)))
@@ -465,7 +473,8 @@ def test_ses_refused_with_its_own_words_and_the_orders_waited_for_the_fix(
 def test_first_deploy_orders_wait_in_the_dlq_until_the_redrive_after_verification(
         scenario_reports):
     report = scenario_reports["first-deploy"]
-    assert report["happenings"][:2] == [
+    scenario_steps = [line for line in report["happenings"] if " alarm " not in line]
+    assert scenario_steps[:2] == [
         "t+2h00m DKIM records found: SES verifies the domain identity",
         "t+2h15m operator redrives the send DLQ (runbook send-dlq-not-empty)"]
     # the orders published in the first two hours waited: at least until the verification
@@ -502,3 +511,57 @@ def test_a_classification_that_fails_every_message_rejected_breaks_first_deploy(
     assert report["failed_not_about_the_order"] > 0
     assert all(item["error"].startswith("MessageRejected: ")
                for item in report["examples"]["failed_not_about_the_order"])
+
+
+# --- the stack watches itself (issue: canary and circuit breaker) --------------------------------
+
+def transitions_of(report: dict, alarm: str) -> list[str]:
+    return [line.split(": ", 1)[1] for line in report["self_watching"]["alarm_transitions"]
+            if f" {alarm}:" in line]
+
+
+@slow
+def test_in_a_clean_run_every_canary_is_delivered_and_its_alarm_stays_ok(clean):
+    canaries = clean["self_watching"]["canaries"]
+    assert canaries["published"] >= 2
+    assert canaries["sent"] == canaries["delivered"] == canaries["published"]
+    assert transitions_of(clean, "sim-canary-not-delivered") == ["INSUFFICIENT_DATA -> OK"]
+    assert "sim-canary-not-delivered" not in clean["self_watching"]["alarms_that_fired"]
+    # canaries never count as customers' emails
+    assert clean["emails_sent"] == clean["valid_orders"]
+
+
+@slow
+def test_the_canary_alarm_fires_while_the_identity_is_pending_and_clears_after(scenario_reports):
+    report = scenario_reports["first-deploy"]
+    assert transitions_of(report, "sim-canary-not-delivered") == [
+        "INSUFFICIENT_DATA -> OK", "OK -> ALARM", "ALARM -> OK"]
+    fired, cleared = [line.split(" ", 1)[0] for line in report["self_watching"]["alarm_transitions"]
+                      if "sim-canary-not-delivered" in line][1:]
+    # three 30-minute intervals without a delivery after the start, then cleared after the
+    # verification (2 h) by the next canary's delivery
+    assert fired == "t+1h30m" and cleared == "t+2h30m"
+
+
+@slow
+def test_a_bounce_storm_trips_the_breaker_nothing_is_sent_while_paused_and_resume_sends_all(
+        scenario_reports):
+    report = scenario_reports["bounce-storm"]
+    watching = report["self_watching"]
+    # THEN the breaker's alarm fired within one period of its threshold being crossed, and the
+    # breaker's own code paused the configuration set and the send mapping
+    breaker = watching["breaker"]["sim-breaker-config-set-reputation"]
+    assert 0 < breaker["alarm_after_crossing_s"] <= 300
+    assert watching["pauses"] == 1 and watching["sending_paused"] == [breaker["alarm"]]
+    assert any("LambdaSendOrderEmailEventSourceMapping disabled" in line
+               for line in report["happenings"])
+    # AND no email went out while paused: later orders waited in the queue
+    assert watching["emails_while_paused"] == 0
+    waits = report["waits"]
+    assert waits["released_by"]["operator resume of the paused stack"] > 0
+    assert waits["in_the_dlq"] == 0 and waits["still_waiting"] == 0
+    # AND after the operator's resume every order is accounted for, nothing twice, AWS never
+    # had to pause the account
+    assert report["invariants_broken"] == []
+    assert report["emails_sent"] == report["valid_orders"]
+    assert watching["account_paused_by_aws"] == []
