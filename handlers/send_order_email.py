@@ -18,8 +18,9 @@ The story of one SQS record, from arrival to outcome:
 4. Claim the order in DynamoDB with a conditional write: create the item as SENDING, or take over
    a SENDING item whose claim has expired (its holder died). Any other item means the order was
    handled already: the record is acknowledged as a duplicate.
-5. Send with SES SendEmail, through the stack's configuration set, tagged with the item's key so
-   that the feedback processor finds the item from every SES event.
+5. Wait for this copy's turn within the stack's share of the account's SES sending rate (Pacer),
+   then send with SES SendEmail, through the stack's configuration set, tagged with the item's
+   key so that the feedback processor finds the item from every SES event.
 6. Record SENT and the SES message id, only while this attempt still holds the claim.
 
 The guarantees:
@@ -63,6 +64,11 @@ PRODUCTION = os.environ.get("ENABLE_PRODUCTION_SES", "").strip().lower() == "tru
 TEST_ADDRESS = os.environ.get("TEST_EMAIL_ADDRESS")
 METRICS_NAMESPACE = os.environ["METRICS_NAMESPACE"]
 RECORD_TTL_SECONDS = int(os.environ["RECORD_TTL_DAYS"]) * 86400
+# The share of the account's SES sending rate this stack may use (other senders may share the
+# account), and how many copies of this function may run at once (the event source mapping's
+# MaximumConcurrency): each copy sends at most its part of that share.
+RATE_SHARE = int(os.environ.get("SES_RATE_SHARE_PERCENT", "100")) / 100
+SEND_CONCURRENCY = max(1, int(os.environ.get("SEND_MAX_CONCURRENCY", "2")))
 
 EMAIL_KIND = "order-confirmation"
 
@@ -115,6 +121,14 @@ def worst_case_seconds(config):
 CPU_SECONDS_PER_RECORD = 1
 RECORD_WORST_CASE_SECONDS = (2 * worst_case_seconds(DYNAMODB_CONFIG)
                              + worst_case_seconds(SES_CONFIG) + CPU_SECONDS_PER_RECORD)
+
+# SES refuses a send over the account's maximum send rate (Throttling), and a throttled order
+# waits out the queue's visibility timeout (180 s) before its retry. So each copy of this function
+# spaces its sends: the account's rate (GetSendQuota, read once per container) times RATE_SHARE,
+# divided by SEND_CONCURRENCY. When the rate cannot be read, the container sends at the SES
+# sandbox's rate, which no account is below, and reads again after QUOTA_RETRY_SECONDS.
+SAFE_SEND_RATE = 1.0
+QUOTA_RETRY_SECONDS = 300
 
 # What can happen to a record. The last three are batch item failures: SQS retries them.
 SENT, DUPLICATE, FAILED = "sent", "duplicate", "failed"
@@ -565,6 +579,73 @@ def handle_send_failure(delivery, error, log):
     return outcome
 
 
+# --- The sending rate -------------------------------------------------------------------------
+
+class Pacer:
+    """Spaces this container's SendEmail calls so that all copies of the function together stay
+    within the stack's share of the account's SES sending rate.
+
+    The rate is read on the container's first send, not at import (a cold start makes no API
+    call) and not on invocations that send nothing.
+    """
+
+    def __init__(self):
+        self.interval = None  # seconds between two sends of this container, once known
+        self.read_again_at = None  # after a failed read: when to try GetSendQuota again
+        self.next_send_at = 0.0  # time.monotonic() of this container's next allowed send
+
+    def must_read_rate(self):
+        """Whether the next turn starts with a GetSendQuota call."""
+        if self.interval is None:
+            return True
+        return self.read_again_at is not None and time.monotonic() >= self.read_again_at
+
+    def read_rate(self, log):
+        """Read the account's rate and derive this container's interval between sends. A failed
+        read falls back to SAFE_SEND_RATE, to be read again after QUOTA_RETRY_SECONDS, instead of
+        failing the batch."""
+        try:
+            account_rate = float(ses.get_send_quota()["MaxSendRate"])
+            self.read_again_at = None
+        except Exception as error:  # any failure: send at a safe rate, read again later
+            account_rate = SAFE_SEND_RATE
+            self.read_again_at = time.monotonic() + QUOTA_RETRY_SECONDS
+            log.update(quotaError=error_code(error), quotaMessage=error_message(error)[:200])
+        container_rate = max(account_rate, SAFE_SEND_RATE) * RATE_SHARE / SEND_CONCURRENCY
+        self.interval = 1 / container_rate
+        log.update(accountSendRate=account_rate, containerSendRate=round(container_rate, 3))
+
+    def wait_seconds(self):
+        """How long the next send would wait for its turn, at most: the time left of the current
+        interval, plus the GetSendQuota call's worst case when the rate is still to be read."""
+        wait = max(0.0, self.next_send_at - time.monotonic())
+        return wait + (worst_case_seconds(SES_CONFIG) if self.must_read_rate() else 0.0)
+
+    def wait_for_turn(self, log):
+        """Sleep until this container's turn, and book the next turn one interval after this
+        one; returns the seconds slept.
+
+        The turns keep their beat: a send that comes late (a slow SES answer before it) does not
+        push the later turns back, so the container still sends at its rate on average. After a
+        pause longer than one interval the beat starts afresh, so a container never saves up
+        turns for a burst: over any stretch of time it sends at most two more emails than its
+        rate allows.
+        """
+        if self.must_read_rate():
+            self.read_rate(log)
+        now = time.monotonic()
+        if now > self.next_send_at + self.interval:
+            self.next_send_at = now
+        wait = self.next_send_at - now
+        if wait > 0:
+            time.sleep(wait)
+        self.next_send_at += self.interval
+        return max(0.0, wait)
+
+
+pacer = Pacer()
+
+
 # --- One record, one batch ---------------------------------------------------------------------
 
 def process_record(record, context, metrics, log):
@@ -599,6 +680,9 @@ def process_record(record, context, metrics, log):
         log["existingStatus"] = existing["status"]["S"]
         return DUPLICATE
 
+    waited = pacer.wait_for_turn(log)
+    if waited:
+        log["pacedMillis"] = round(waited * 1000, 1)
     started = time.perf_counter()
     try:
         ses_message_id = send(delivery, subject, html_body, text_body)
@@ -649,12 +733,16 @@ def metrics_line(metrics):
 
 
 def has_time_for_a_record(context, log):
-    """Whether the invocation's remaining time covers one record's worst case."""
+    """Whether the invocation's remaining time covers one record's worst case, after its wait
+    for a sending turn."""
     remaining_seconds = context.get_remaining_time_in_millis() / 1000
-    if remaining_seconds >= RECORD_WORST_CASE_SECONDS:
+    turn_seconds = pacer.wait_seconds()
+    if remaining_seconds >= RECORD_WORST_CASE_SECONDS + turn_seconds:
         return True
     log["reason"] = (f"not started: {remaining_seconds:.1f} s left, a record may need "
                      f"{RECORD_WORST_CASE_SECONDS} s")
+    if turn_seconds:
+        log["reason"] += f" after {turn_seconds:.1f} s for its sending turn"
     return False
 
 

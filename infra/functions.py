@@ -137,6 +137,10 @@ def add_functions(t: Template, params: Params, *, key: EncryptionKey, roles: Rol
             "ENVIRONMENT": Ref(params.env),
             "METRICS_NAMESPACE": namespace,
             "RECORD_TTL_DAYS": Ref(params.record_retention_days),
+            "SES_RATE_SHARE_PERCENT": Ref(params.ses_rate_share_percent),
+            # The event source mapping's MaximumConcurrency: each copy paces itself to its part
+            # of the stack's share of the rate.
+            "SEND_MAX_CONCURRENCY": Ref(params.send_max_concurrency),
         },
     )
     feedback = add_function(

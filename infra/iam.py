@@ -1,7 +1,9 @@
 """One execution role per function, composed from small statement builders (one `Sid` each).
 
 No managed policies (AWSLambdaBasicExecutionRole grants `logs:CreateLogGroup` on `*`), no `*`
-resources: every statement names the resources this stack created.
+resources: every statement names the resources this stack created. The one exception is an
+action that has no resource type in IAM (`ses:GetSendQuota`: IAM accepts only "*" for it, and it
+reads the account's quota, nothing else).
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ def ses_send(params: Params) -> Statement:
         ],
         Condition=Condition(StringEquals("ses:FromAddress", Ref(params.from_address))),
     )
+
+
+def read_send_quota() -> Statement:
+    """Read the account's SES sending rate, which the send handler paces itself to.
+
+    The Service Authorization Reference lists no resource type for `ses:GetSendQuota`, so the
+    statement must name "*"; the action only reads the account's quota.
+    """
+    return Statement(Sid="ReadSendingRate", Effect=Allow, Action=[ses.GetSendQuota],
+                     Resource=["*"])
 
 
 def table_access(sid: str, table: DeliveryTable, actions: list[Action]) -> Statement:
@@ -165,6 +177,7 @@ def add_roles(t: Template, params: Params, *, key: EncryptionKey, table: Deliver
               queues: Queues, send_log_group: LogGroup, feedback_log_group: LogGroup) -> Roles:
     send = lambda_role(t, params, "LambdaSendOrderEmailRole", [
         ses_send(params),
+        read_send_quota(),
         table_access("ClaimAndRecordDeliveries", table, [dynamodb.UpdateItem]),
         consume_queue(queues.send),
         use_key(key),

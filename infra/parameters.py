@@ -32,6 +32,7 @@ class Params:
     alarm_email: Parameter
     monthly_budget: Parameter
     send_max_concurrency: Parameter
+    ses_rate_share_percent: Parameter
     record_retention_days: Parameter
     log_retention_days: Parameter
     create_email_identity: Parameter
@@ -103,9 +104,19 @@ def add_parameters(t: Template) -> Params:
             "SendMaxConcurrency", Type="Number", Default=settings.DEFAULT_SEND_MAX_CONCURRENCY,
             MinValue=2, MaxValue=1000,
             Description=(
-                "The most copies of the send function that run at once. Each sends about 5 to 8 "
-                "emails a second, so keep it at or below the account's SES maximum send rate "
-                "divided by 8 (2 for the usual first rate of 14 a second). At least 2."),
+                "The most copies of the send function that run at once (2 to 1000). They share "
+                "the stack's part of the account's SES sending rate equally, so this sets how "
+                "many sends can be in flight, not how fast the stack sends: 2 is right up to a "
+                "rate of 14 a second; the README's capacity table gives the value for higher "
+                "rates."),
+        )),
+        ses_rate_share_percent=t.add_parameter(Parameter(
+            "SesRateSharePercent", Type="Number", Default=settings.DEFAULT_SES_RATE_SHARE_PERCENT,
+            MinValue=10, MaxValue=100,
+            Description=(
+                "The percentage of the account's SES maximum send rate this stack may use (10 to "
+                "100). Lower it when other applications send from the same account and region, "
+                "so that a burst of orders does not throttle them or itself."),
         )),
         record_retention_days=t.add_parameter(Parameter(
             "RecordRetentionDays", Type="Number", Default=settings.DEFAULT_RECORD_RETENTION_DAYS,
@@ -164,7 +175,8 @@ def _add_console_layout(t: Template, p: Params) -> None:
     groups = [
         ("Environment", [p.env]),
         ("Sending", [p.verified_domain, p.create_email_identity, p.from_address,
-                     p.enable_production_ses, p.test_email, p.send_max_concurrency]),
+                     p.enable_production_ses, p.test_email, p.send_max_concurrency,
+                     p.ses_rate_share_percent]),
         ("Operations", [p.alarm_email, p.monthly_budget, p.record_retention_days,
                         p.log_retention_days]),
         ("Self-watching", [p.canary_interval_minutes, p.auto_pause_sending,
@@ -178,6 +190,7 @@ def _add_console_layout(t: Template, p: Params) -> None:
         (p.enable_production_ses, "Send to real customers?"),
         (p.test_email, "Test recipient (sandbox mode)"),
         (p.send_max_concurrency, "Maximum concurrent senders"),
+        (p.ses_rate_share_percent, "Share of the SES sending rate (%)"),
         (p.alarm_email, "On-call e-mail for alarms"),
         (p.monthly_budget, "Monthly budget (USD)"),
         (p.record_retention_days, "Delivery record retention (days)"),

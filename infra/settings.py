@@ -43,7 +43,12 @@ FEEDBACK_BATCHING_WINDOW_S = 5  # status tracking is not latency-critical: fewer
 FEEDBACK_MAX_CONCURRENCY = 5  # enough for a 10x burst of events; bounds DynamoDB write spikes
 
 # --- Parameters' defaults -----------------------------------------------------------------------
-DEFAULT_SEND_MAX_CONCURRENCY = 2  # SES default rate 14/s; one invocation sends ~5-8 emails/s
+# Enough copies of the send function to keep SES's usual first production rate (14/s) busy: one
+# copy's sends take about 75 ms each (claim, SendEmail, record), so 2 copies can send up to ~25/s
+# while the pacer holds them to the rate (README, "Capacity"). Lambda's minimum is 2.
+DEFAULT_SEND_MAX_CONCURRENCY = 2
+# All of the account's rate: most accounts send only through this stack. Lower it when they don't.
+DEFAULT_SES_RATE_SHARE_PERCENT = 100
 DEFAULT_RECORD_RETENTION_DAYS = 90
 # As long as the delivery records (RecordRetentionDays): a record's logs live as long as it does.
 DEFAULT_LOG_RETENTION_DAYS = 90

@@ -19,6 +19,7 @@ modelled; the send handler decides by code (and, for `MessageRejected`, by the d
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections import deque
@@ -50,6 +51,17 @@ SANDBOX_QUOTA = {"max_send_rate": 1.0, "max_24_hour_send": 200.0}
 FIRST_PRODUCTION_QUOTA = {"max_send_rate": 14.0, "max_24_hour_send": 50_000.0}
 
 VERIFIED, PENDING, FAILED = "SUCCESS", "PENDING", "FAILED"
+
+# The maximum send rate. AWS documents it as emails per second, not how SES measures it; public
+# reports say a short excess passes and a sustained one is throttled. Modelled as a token bucket,
+# the usual shape of AWS's throttling: it holds RATE_BURST_S seconds of the rate and refills at
+# the rate. A send is refused when accepting it would overdraw the bucket over any stretch of
+# time around it of up to RATE_HORIZON_S. The rule looks at the set of send times, not at their
+# order, so sends the simulation plays one invocation after the other, though they overlapped in
+# time, are judged as if they had come concurrently.
+RATE_BURST_S = 1.0
+RATE_HORIZON_S = 10.0
+RATE_TOLERANCE = 1e-9  # floating-point slack: a sender spaced exactly at the rate conforms
 
 # Reputation (SES developer guide, "Reputation metrics"): AWS reviews an account at a 5 % bounce
 # or 0.1 % complaint rate and may pause it at 10 % / 0.5 %. The rates are computed over a
@@ -94,6 +106,7 @@ class SesModel:
         self.paused_by_aws = False  # a reputation pause (enforcement)
         self.sending_enabled = True  # the account's own switch (UpdateAccountSendingEnabled)
         self.accepted: deque[float] = deque()  # when each accepted email was sent
+        self.send_times: list[float] = []  # the same, sorted, for the rate (recent ones only)
         self.refusals: list[tuple[float, str, str]] = []  # (time, code, message)
         # (time, configuration set, enabled) of each change of a set's sending option
         self.sending_changes: list[tuple[float, str, bool]] = []
@@ -144,19 +157,45 @@ class SesModel:
                 "MaxSendRate": float(self.max_send_rate),
                 "SentLast24Hours": float(self.sent_last_24_hours())}
 
-    def check_send(self, params: dict) -> None:
-        """Raise SesRefusal as real SES would refuse this `SendEmail` request."""
+    def check_send(self, params: dict, at: float | None = None) -> None:
+        """Raise SesRefusal as real SES would refuse this `SendEmail` request arriving `at`
+        (default: now)."""
+        at = self.clock() if at is None else at
         try:
-            self._check(params)
+            self._check(params, at)
         except SesRefusal as refusal:
-            self.refusals.append((self.clock(), refusal.code, refusal.message))
+            self.refusals.append((at, refusal.code, refusal.message))
             raise
 
-    def record_accepted(self) -> None:
-        """SES accepted an email (counts toward the rate and the daily quota)."""
-        self.accepted.append(self.clock())
+    def record_accepted(self, at: float | None = None) -> None:
+        """SES accepted an email that arrived `at` (default: now): it counts toward the rate and
+        the daily quota."""
+        at = self.clock() if at is None else at
+        self.accepted.append(at)
+        bisect.insort(self.send_times, at)
+        latest = self.send_times[-1]
+        if self.send_times[0] < latest - 2 * RATE_HORIZON_S:
+            del self.send_times[:bisect.bisect_left(self.send_times, latest - 2 * RATE_HORIZON_S)]
 
-    def _check(self, params: dict) -> None:
+    def within_rate(self, at: float) -> bool:
+        """Whether one more send `at` keeps every stretch of up to RATE_HORIZON_S around it
+        within the token bucket: sends in [a, b] <= burst + rate x (b - a)."""
+        rate = self.max_send_rate
+        burst = rate * RATE_BURST_S
+        times = self.send_times
+        split = bisect.bisect_right(times, at)
+        # The most the sends before `at` (back to a) exceed the refill since a, and the sends
+        # after it (up to b) the refill until b; 0 for an empty stretch.
+        before = after = 0.0
+        for count, earlier in enumerate(
+                reversed(times[bisect.bisect_left(times, at - RATE_HORIZON_S):split]), start=1):
+            before = max(before, count - rate * (at - earlier))
+        for count, later in enumerate(
+                times[split:bisect.bisect_right(times, at + RATE_HORIZON_S)], start=1):
+            after = max(after, count - rate * (later - at))
+        return before + 1 + after <= burst + RATE_TOLERANCE
+
+    def _check(self, params: dict, at: float) -> None:
         for tag in params.get("Tags", []):
             for part in ("name", "value"):
                 text = str(tag.get(part.capitalize(), ""))
@@ -191,9 +230,7 @@ class SesModel:
                              MAIL_FROM_NOT_VERIFIED.format(identity=identity))
         if self.sent_last_24_hours() >= self.max_24_hour_send:
             raise SesRefusal("Throttling", DAILY_QUOTA_EXCEEDED)
-        now = self.clock()
-        in_last_second = sum(1 for sent in self.accepted if sent > now - 1)
-        if in_last_second >= self.max_send_rate:
+        if not self.within_rate(at):
             raise SesRefusal("Throttling", MAX_RATE_EXCEEDED)
 
     def _verified(self, address: str) -> bool:
@@ -255,15 +292,18 @@ class SesModel:
         service = client.meta.service_model.service_name
         events = client.meta.events
         if service == "ses":
-            def check(params, model, **_):
+            # A send counts when it reaches SES (its request leaves now), not when its answer
+            # arrives after the call's latency.
+            def check(params, model, context, **_):
+                context["ses_model_at"] = self.clock()
                 try:
-                    self.check_send(params)
+                    self.check_send(params, context["ses_model_at"])
                 except SesRefusal as refusal:
                     raise _client_error(client, refusal, model.name) from None
 
-            def after_send(http_response, **_):
+            def after_send(http_response, context, **_):
                 if http_response.status_code < 300:
-                    self.record_accepted()
+                    self.record_accepted(context.get("ses_model_at"))
 
             for operation in ("SendEmail", "SendRawEmail"):
                 events.register(f"before-parameter-build.ses.{operation}", check)

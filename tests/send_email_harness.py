@@ -11,6 +11,7 @@ import base64
 import contextlib
 import io
 import json
+import time as _real_time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,8 @@ def env(production: bool) -> dict[str, str]:
         "ENVIRONMENT": "test",
         "METRICS_NAMESPACE": NAMESPACE,
         "RECORD_TTL_DAYS": str(TTL_DAYS),
+        "SES_RATE_SHARE_PERCENT": "100",
+        "SEND_MAX_CONCURRENCY": "2",
     }
 
 
@@ -119,6 +122,30 @@ def client_error(code: str, operation: str, status: int = 400,
     return ClientError(response, operation)
 
 
+class FastForwardTime:
+    """The handler's `time`: the real clock, except that `sleep` skips ahead instead of waiting
+    (the pacer's waits for a sending turn cost a test nothing). Without sleeps it is the real
+    clock, so tests compare the handler's timestamps with `time.time()` as before."""
+
+    def __init__(self):
+        self.skipped = 0.0
+
+    def time(self) -> float:
+        return _real_time.time() + self.skipped
+
+    def monotonic(self) -> float:
+        return _real_time.monotonic() + self.skipped
+
+    def perf_counter(self) -> float:
+        return _real_time.perf_counter() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_real_time, name)
+
+
 class Crash(BaseException):
     """The invocation dies here (timeout, out of memory): nothing in the handler can catch it."""
 
@@ -155,6 +182,7 @@ class Stack:
     ses: SesModel
     api_calls: list[str] = field(default_factory=list)
     ses_requests: list[dict] = field(default_factory=list)
+    clock: FastForwardTime = field(default_factory=FastForwardTime)  # the handler's time
 
     @classmethod
     def start(cls, monkeypatch, production: bool = True, **overrides: str) -> "Stack":
@@ -167,10 +195,13 @@ class Stack:
         ses = aws_client("ses")
         ses.verify_domain_identity(Domain=DOMAIN)
         ses.create_configuration_set(ConfigurationSet={"Name": CONFIG_SET})
-        account = SesModel(region=REGION, max_send_rate=1000)
+        clock = FastForwardTime()
+        account = SesModel(region=REGION, max_send_rate=1000, clock=clock.time)
         account.add_identity(DOMAIN)
         account.add_configuration_set(CONFIG_SET)
-        stack = cls(handler=load_handler("send_order_email"), dynamodb=dynamodb, ses=account)
+        stack = cls(handler=load_handler("send_order_email"), dynamodb=dynamodb, ses=account,
+                    clock=clock)
+        stack.handler.time = clock
         account.attach(stack.handler.ses)
 
         real_call = botocore.client.BaseClient._make_api_call

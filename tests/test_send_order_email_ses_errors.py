@@ -121,7 +121,7 @@ def test_an_account_or_setup_state_releases_the_claim_and_the_order_is_emailed_o
         assert refused == [state.code] * 5
         assert stack.ses.refusals[0][2].startswith(state.message)
         item = stack.item(ORDER_ID)
-        assert item["status"] == "SENDING" and item["claimExpiresAt"] <= time.time()
+        assert item["status"] == "SENDING" and item["claimExpiresAt"] <= stack.clock.time()
         assert [e["type"] for e in item["events"]] == ["Claimed", "Released"] * 5
         assert stack.emails == []
         # WHEN the operator fixed the cause and redrives the DLQ

@@ -83,6 +83,7 @@ STATIC_TAGS = {
 PARAMETERS = {
     "EnvironmentSuffix", "VerifiedDomain", "SesFromAddress", "EnableProductionSES",
     "TestEmailAddress", "AlarmEmail", "MonthlyBudgetUsd", "SendMaxConcurrency",
+    "SesRateSharePercent",
     "RecordRetentionDays", "LogRetentionDays", "CreateEmailIdentity", "CanaryIntervalMinutes",
     "AutoPauseSending", "PauseAtPercentOfReview",
 }

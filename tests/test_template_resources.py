@@ -59,6 +59,12 @@ def test_send_concurrency_respects_the_event_source_minimum_of_2(template):
     assert parameter["MinValue"] == 2 and parameter["MaxValue"] == 1000
 
 
+def test_rate_share_is_a_percentage_of_at_least_ten(template):
+    parameter = template["Parameters"]["SesRateSharePercent"]
+    assert (parameter["Type"], parameter["Default"]) == ("Number", 100)
+    assert parameter["MinValue"] == 10 and parameter["MaxValue"] == 100
+
+
 def test_console_groups_and_labels_every_parameter(template):
     interface = template["Metadata"]["AWS::CloudFormation::Interface"]
     grouped = [p for group in interface["ParameterGroups"] for p in group["Parameters"]]
@@ -210,7 +216,7 @@ def test_dkim_outputs_are_ready_to_paste_as_cname_records(template):
 
 SEND_ENV = {"EMAIL_DELIVERIES_TABLE", "SES_FROM_ADDRESS", "SES_CONFIG_SET",
             "ENABLE_PRODUCTION_SES", "TEST_EMAIL_ADDRESS", "ENVIRONMENT", "METRICS_NAMESPACE",
-            "RECORD_TTL_DAYS"}
+            "RECORD_TTL_DAYS", "SES_RATE_SHARE_PERCENT", "SEND_MAX_CONCURRENCY"}
 FEEDBACK_ENV = {"EMAIL_DELIVERIES_TABLE", "ENVIRONMENT", "METRICS_NAMESPACE"}
 
 
@@ -230,6 +236,12 @@ def test_send_function_env_comes_from_parameters(template):
     assert env["TEST_EMAIL_ADDRESS"] == {"Ref": "TestEmailAddress"}
     assert env["SES_CONFIG_SET"] == {"Ref": "SESConfigurationSet"}
     assert env["RECORD_TTL_DAYS"] == {"Ref": "RecordRetentionDays"}
+    # The pacer's inputs: the stack's share of the account's rate, split across the copies the
+    # event source mapping may run at once (the same parameter as its MaximumConcurrency)
+    assert env["SES_RATE_SHARE_PERCENT"] == {"Ref": "SesRateSharePercent"}
+    assert env["SEND_MAX_CONCURRENCY"] == {"Ref": "SendMaxConcurrency"}
+    mapping = props(template, "LambdaSendOrderEmailEventSourceMapping")
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == env["SEND_MAX_CONCURRENCY"]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

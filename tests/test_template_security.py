@@ -40,6 +40,12 @@ def _resource_policies(template: dict) -> list[tuple[str, dict]]:
     return documents
 
 
+# Actions for which IAM has no resource type (Service Authorization Reference, "Actions defined by
+# Amazon SES": the Resource types column is empty), so a statement must name "*". Each is a read
+# of account-level settings.
+ACTIONS_WITHOUT_RESOURCE_TYPES = {"ses:GetSendQuota"}
+
+
 def test_no_allow_statement_grants_a_wildcard_action_or_resource(template):
     # Deny statements may be broad (denying more is safe); the key policy is exempt because "*"
     # in a key policy means "this key" (checked separately below).
@@ -47,10 +53,21 @@ def test_no_allow_statement_grants_a_wildcard_action_or_resource(template):
         for statement in _statements(document):
             if statement["Effect"] != "Allow":
                 continue
-            for action in _as_list(statement["Action"]):
+            actions = _as_list(statement["Action"])
+            for action in actions:
                 assert "*" not in action, (name, statement.get("Sid"), action)
+            if set(actions) <= ACTIONS_WITHOUT_RESOURCE_TYPES:
+                continue
             for resource in _as_list(statement.get("Resource", [])):
                 assert resource != "*", (name, statement.get("Sid"))
+
+
+def test_the_only_star_resource_is_reading_the_send_quota_in_its_own_statement(template):
+    star = [(name, statement) for name, document in _resource_policies(template)
+            for statement in _statements(document)
+            if statement["Effect"] == "Allow" and "*" in _as_list(statement.get("Resource", []))]
+    assert [(name, s["Sid"], s["Action"], s["Resource"]) for name, s in star] == [
+        ("LambdaSendOrderEmailRole", "ReadSendingRate", ["ses:GetSendQuota"], ["*"])]
 
 
 def test_roles_use_no_managed_policies_because_basic_execution_grants_logs_on_star(template):
@@ -80,8 +97,9 @@ def test_send_role_may_send_only_from_the_configured_address_through_our_config_
 
 def test_send_role_permissions_are_exactly_what_the_send_handler_needs(template):
     statements = _role_statements(template, "LambdaSendOrderEmailRole")
-    assert set(statements) == {"SendFromAddressViaConfigSet", "ClaimAndRecordDeliveries",
-                               "ConsumeOwnQueue", "UseStackKey", "WriteOwnLogGroup"}
+    assert set(statements) == {"SendFromAddressViaConfigSet", "ReadSendingRate",
+                               "ClaimAndRecordDeliveries", "ConsumeOwnQueue", "UseStackKey",
+                               "WriteOwnLogGroup"}
     assert statements["ClaimAndRecordDeliveries"]["Resource"] == [
         {"Fn::GetAtt": ["EmailDeliveriesTable", "Arn"]}]
     assert statements["ConsumeOwnQueue"]["Resource"] == [
