@@ -31,8 +31,11 @@ INVARIANTS = (
 
 
 def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
-                 redrive: bool = True) -> dict:
-    """Figures and invariants from the end state: what SES accepted, the table, the DLQs."""
+                 redrive: bool = True, drain_from: str | None = None,
+                 rate_share: float = 1.0) -> dict:
+    """Figures and invariants from the end state: what SES accepted, the table, the DLQs; for a
+    burst scenario (`drain_from`), how fast the stack drained the burst at `rate_share` of the
+    account's sending rate."""
     sends = tally["sends"]
     by_body = {order.body: order for order in orders}
     dead = [by_body.get(body) or by_body.get(_envelope_message(body))
@@ -109,8 +112,32 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
                      "failed_not_about_the_order": wrongly_failed[:EXAMPLES],
                      "unsent_orders": unsent[:EXAMPLES] if redrive else []},
     }
+    if drain_from:
+        report.update(drain_figures(timeline, drain_from,
+                                    tally["max_send_rate"] * rate_share))
     report["invariants_broken"] = broken_invariants(report)
     return report
+
+
+def drain_figures(timeline: dict, drain_from: str, usable_rate: float) -> dict:
+    """How fast a burst was drained: from its start (the first publish, or the operator's
+    redrive) to the last email SES accepted, against the physical bound. No stack can send the
+    burst's emails faster than the rate it may use (emails / rate), nor before their orders
+    arrive (the span of the publishes), so the bound is the longer of the two; `drain_efficiency`
+    is bound / measured."""
+    starts = timeline["published"] if drain_from == "publish" else timeline["redriven"]
+    drained = {order_id: timeline["accepted"][order_id] for order_id in starts
+               if order_id in timeline["accepted"]}
+    if not drained:
+        return {"drain_s": None, "drain_efficiency": None, "drain_orders": 0,
+                "drain_bound_s": None, "drain_rate_per_s": usable_rate}
+    began = min(starts[order_id] for order_id in drained)
+    arrival_span = max(starts[order_id] for order_id in drained) - began
+    drain_s = max(drained.values()) - began
+    bound_s = max(len(drained) / usable_rate, arrival_span)
+    return {"drain_s": _round(drain_s), "drain_efficiency": round(bound_s / drain_s, 3),
+            "drain_orders": len(drained), "drain_bound_s": _round(bound_s),
+            "drain_rate_per_s": usable_rate}
 
 
 def latency_figures(start: dict[str, float], end: dict[str, float]) -> dict:
@@ -300,6 +327,12 @@ def format_report(report: dict, template_label: str = "") -> str:
          "publish -> SES accepted, p50 / p95 / max, virtual seconds"),
         ("delivery_latency_s", _spread(report["delivery_latency_s"]),
          "publish -> Delivery recorded in the table"),
+        *([("drain_s", report["drain_s"],
+            f"{report['drain_orders']} orders from the {report['settings']['scenario']} burst's "
+            f"start to the last SES accept; bound {report['drain_bound_s']} s at "
+            f"{report['drain_rate_per_s']:g}/s"),
+           ("drain_efficiency", report["drain_efficiency"], "bound / drain_s (1.0 = the rate)")]
+          if "drain_s" in report else []),
         ("api_calls_per_email", report["api_calls_per_email"], "handler AWS calls / emails sent"),
         ("handler_ms_p50", report["handler_ms_p50"], "per record, in-process under moto"),
         ("handler_ms_p95", report["handler_ms_p95"], ""),

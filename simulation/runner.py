@@ -326,12 +326,24 @@ class Simulation:
     def _publish_orders(self, bodies: list[str]) -> None:
         for body in bodies:
             self.timeline.publish(body, self.clock.now)
+        if self.scenario.starts_in_dlq:
+            self._put_in_send_dlq(bodies)
+            return
         for start in range(0, len(bodies), 10):
             entries = [{"Id": str(i), "Message": body}
                        for i, body in enumerate(bodies[start:start + 10])]
             self.aws["sns"].publish_batch(TopicArn=self.wiring.order_topic,
                                           PublishBatchRequestEntries=entries)
         self._notify("send")
+
+    def _put_in_send_dlq(self, bodies: list[str]) -> None:
+        """Where an earlier outage left the orders: in the send DLQ, each message as the send
+        queue holds it (the order's JSON: the subscription delivers raw messages)."""
+        dlq = self.stack.queue_by_arn(self.wiring.send_queue.dead_letter_arn)
+        for start in range(0, len(bodies), 10):
+            self.aws["sqs"].send_message_batch(QueueUrl=dlq.url, Entries=[
+                {"Id": str(i), "MessageBody": body}
+                for i, body in enumerate(bodies[start:start + 10])])
 
     def _status(self, published: int, total: int) -> str:
         elapsed = int(self.clock.now - START_EPOCH)
@@ -468,6 +480,7 @@ class Simulation:
             "status_counts": Counter(status for (order_id, _), status in statuses.items()
                                      if not is_canary(order_id)),
             "ses_accepted_per_moto": int(self.aws["ses"].get_send_quota()["SentLast24Hours"]),
+            "max_send_rate": self.ses_account.max_send_rate,
             "feedback": Counter({
                 "events_published": self.ses.stats["published"],
                 "duplicated_events": self.ses.stats["duplicates"],
@@ -687,7 +700,7 @@ def run(template: str | Path | dict = DEFAULT_TEMPLATE, *, orders: int = 200, se
         weights_at=chosen_scenario.outcome_weights)
     schedule = publish_schedule(positions, orders, chosen_scenario.arrival_span_s(orders))
     bodies = [body for _, body in schedule]
-    shards = split(order_list, schedule, max(1, workers))
+    shards = split(order_list, schedule, max(1, chosen_scenario.copies or workers))
     progress.phase(f"scenario {scenario}: deploying the template's data plane in moto "
                    f"({len(shards)} cop{'y' if len(shards) == 1 else 'ies'}), loading the "
                    f"handlers, publishing {len(bodies)} order messages ({orders} orders), "
@@ -699,7 +712,9 @@ def run(template: str | Path | dict = DEFAULT_TEMPLATE, *, orders: int = 200, se
          "progress": progress if index == 0 else Progress(enabled=False)}
         for index, shard in enumerate(shards)])
     progress.phase("checked the end state: emails SES accepted, table items, dead-letter queues")
-    report = build_report(merge(tallies), order_list, bodies, redrive=redrive)
+    share = float(chosen.get("SesRateSharePercent", 100)) / 100
+    report = build_report(merge(tallies), order_list, bodies, redrive=redrive,
+                          drain_from=chosen_scenario.drain_from, rate_share=share)
     report["settings"] = {"seed": seed, "orders": orders, "scenario": scenario,
                           "scenario_summary": chosen_scenario.summary, "faults": faults,
                           "duplicates": duplicates, "invalid": invalid,

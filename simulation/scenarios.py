@@ -50,6 +50,15 @@ class Scenario:
     # When the circuit breaker pauses sending, the operator resumes this long afterwards (the
     # breaker runbook: confirm, find and fix the cause, resume). None: nobody does.
     resume_after_pause_s: float | None = None
+    # How many copies of the stack the orders are split over (None: `--workers`). A scenario
+    # about one account's sending rate runs one copy: copies would each have their own account.
+    copies: int | None = None
+    # The orders are in the send DLQ when the run starts (an earlier outage put them there); the
+    # scenario's redrive moves them back to the send queue.
+    starts_in_dlq: bool = False
+    # A burst scenario: how fast the stack drains it is measured from this moment, the first
+    # publish ("publish") or the operator's redrive ("redrive"), to the last email SES accepted.
+    drain_from: str | None = None
 
     @property
     def last_action_s(self) -> float:
@@ -192,4 +201,27 @@ SCENARIOS["bounce-storm"] = Scenario(
     outcome_weights=_bounce_storm,
     resume_after_pause_s=30 * MINUTE,
 )
+SCENARIOS["flash-sale"] = Scenario(
+    name="flash-sale",
+    summary=("a flash sale: all the orders within one minute, against SES's usual first "
+             "production rate of 14 a second and the default parameters; one copy of the "
+             "stack, one account"),
+    arrival_span_s=lambda orders: MINUTE,
+    copies=1,
+    drain_from="publish",
+)
+SCENARIOS["replay"] = Scenario(
+    name="replay",
+    summary=("an earlier outage left the orders in the send DLQ (run it with thousands: "
+             "--orders 5000); the operator redrives them all at once, one minute in; one copy "
+             "of the stack at 14 a second"),
+    arrival_span_s=lambda orders: 0,
+    copies=1,
+    starts_in_dlq=True,
+    drain_from="redrive",
+    actions=(
+        redrive("operator redrives the send DLQ (runbook send-dlq-not-empty)", MINUTE),
+    ),
+)
+BURST_SCENARIOS = tuple(name for name, scenario in SCENARIOS.items() if scenario.drain_from)
 DEFAULT_SCENARIO = "steady"

@@ -23,7 +23,7 @@ from moto import mock_aws
 
 import simulate
 from simulation.orders import make_orders
-from simulation.scenarios import SCENARIOS
+from simulation.scenarios import BURST_SCENARIOS, SCENARIOS
 from simulation.runner import run, sandbox, split
 from simulation.ses import EXPECTED_STATUS, decode_tag, outcome_of
 from simulation.stack import deploy, wire
@@ -35,6 +35,8 @@ SCENARIO_ORDERS = 30  # a scenario's small run
 # SES computes reputation over a representative volume (modelled: at least 100 emails), so the
 # bounce storm needs enough orders for the circuit breaker's alarm to see a rate at all.
 BOUNCE_STORM_ORDERS = 150
+# A replay big enough that its drain is measured in seconds of sending, not in cold starts.
+REPLAY_ORDERS = 150
 slow = pytest.mark.slow  # runs a simulation
 SEND_FUNCTION = "LambdaSendOrderEmail"
 FEEDBACK_FUNCTION = "LambdaSesFeedbackProcessor"
@@ -411,7 +413,8 @@ def test_outcomes_come_from_the_mailbox_simulator_address():
 # --- scenarios: the bad days (simulation/scenarios.py) -------------------------------------------
 
 def scenario_run(template, name: str, **options) -> dict:
-    orders = BOUNCE_STORM_ORDERS if name == "bounce-storm" else SCENARIO_ORDERS
+    orders = {"bounce-storm": BOUNCE_STORM_ORDERS, "replay": REPLAY_ORDERS}.get(
+        name, SCENARIO_ORDERS)
     return run(template, orders=orders, seed=21, scenario=name, workers=1, **options)
 
 
@@ -425,9 +428,9 @@ def _run_scenario(name: str) -> dict:
 @pytest.fixture(scope="module")
 def scenario_reports(template):
     """Each scenario once, two at a time in forked processes (moto is single-threaded)."""
-    # the longest first, so that the two workers finish together
+    # the longest (the most orders) first, so that the two workers finish together
     names = sorted((name for name in SCENARIOS if name != "steady"),
-                   key=lambda name: name != "bounce-storm")
+                   key=lambda name: name not in ("bounce-storm", "replay"))
     _WORKER_TEMPLATE[:] = [template]
     with multiprocessing.get_context("fork").Pool(2) as pool:
         return dict(zip(names, pool.map(_run_scenario, names)))
@@ -453,8 +456,10 @@ def test_every_scenario_keeps_the_invariants_and_gets_every_order_out(scenario_r
     assert report["emails_sent"] == report["valid_orders"]
     assert report["failed_not_about_the_order"] == 0 and report["unsent_orders"] == 0
     assert report["waits"]["still_waiting"] == 0
-    # AND the run says what happened and which orders waited
-    assert report["happenings"] and report["waits"]["orders_waited"] > 0
+    # AND the run says what happened and which orders waited (a flash sale's orders wait only
+    # for their turn at the sending rate, seconds)
+    assert report["happenings"]
+    assert (report["waits"]["orders_waited"] > 0) == (name != "flash-sale")
 
 
 @slow
@@ -491,6 +496,30 @@ def test_a_brownout_slows_calls_past_the_read_timeouts_but_no_invocation_times_o
     assert timeouts.get("ses.SendEmail.read_timeouts", 0) > 0
     # the time budget: records not started go back to the queue; no function times out
     assert all(counts["timeouts"] == 0 for counts in report["lambda"].values())
+
+
+@slow
+@pytest.mark.parametrize("name", BURST_SCENARIOS)
+def test_a_burst_drains_at_the_sending_rate_without_a_throttle(scenario_reports, name):
+    report = scenario_reports[name]
+    # THEN the pacer kept every send within the account's 14 a second: SES throttled nothing
+    assert report["ses_throttles"] == 0 and report["ses_refusals"] == {}
+    # AND the burst left at close to that rate: the bound (emails / 14, or the arrival span
+    # when that is longer) over the measured drain, on the virtual clock (deterministic)
+    assert report["drain_rate_per_s"] == 14
+    assert report["drain_orders"] == report["emails_sent"]
+    assert report["drain_bound_s"] <= report["drain_s"]
+    assert report["drain_efficiency"] >= 0.9
+
+
+@slow
+def test_a_replay_starts_in_the_dlq_and_every_order_leaves_with_the_redrive(scenario_reports):
+    report = scenario_reports["replay"]
+    waits = report["waits"]
+    assert waits["in_the_dlq"] == report["valid_orders"]
+    assert waits["released_by"]["operator redrive from the DLQ"] == report["valid_orders"]
+    assert "t+1m00s operator redrives the send DLQ (runbook send-dlq-not-empty)" in (
+        report["happenings"])
 
 
 def every_message_rejected_is_permanent(logical_id, module):
