@@ -129,6 +129,11 @@ RECORD_WORST_CASE_SECONDS = (2 * worst_case_seconds(DYNAMODB_CONFIG)
 # sandbox's rate, which no account is below, and reads again after QUOTA_RETRY_SECONDS.
 SAFE_SEND_RATE = 1.0
 QUOTA_RETRY_SECONDS = 300
+# A copy whose turn comes less often than this cannot send a batch of 10 within its time budget:
+# its later records go back to the queue, and an order released five times waits in the DLQ.
+# SendMaxConcurrency is then too high for the rate (README, "Capacity"); the first log line of
+# each container says so.
+SLOW_TURN_SECONDS = 2.0
 
 # What can happen to a record. The last three are batch item failures: SQS retries them.
 SENT, DUPLICATE, FAILED = "sent", "duplicate", "failed"
@@ -610,10 +615,18 @@ class Pacer:
         except Exception as error:  # any failure: send at a safe rate, read again later
             account_rate = SAFE_SEND_RATE
             self.read_again_at = time.monotonic() + QUOTA_RETRY_SECONDS
-            log.update(quotaError=error_code(error), quotaMessage=error_message(error)[:200])
+            # A warning, not an error: the order is sent all the same, but an operator should
+            # see it (AccessDenied means the role lost ses:GetSendQuota).
+            log.update(level="WARNING", quotaError=error_code(error),
+                       quotaMessage=error_message(error)[:200])
         container_rate = max(account_rate, SAFE_SEND_RATE) * RATE_SHARE / SEND_CONCURRENCY
         self.interval = 1 / container_rate
         log.update(accountSendRate=account_rate, containerSendRate=round(container_rate, 3))
+        if self.interval > SLOW_TURN_SECONDS:
+            log.update(level="WARNING", rateWarning=(
+                f"one send every {self.interval:.1f} s per copy: SendMaxConcurrency "
+                f"{SEND_CONCURRENCY} is too high for {account_rate * RATE_SHARE:g} emails a "
+                "second (README, Capacity)"))
 
     def wait_seconds(self):
         """How long the next send would wait for its turn, at most: the time left of the current
@@ -708,6 +721,9 @@ def process_record(record, context, metrics, log):
     return SENT
 
 
+LOG_LEVELS = ("INFO", "WARNING", "ERROR")  # from the least severe
+
+
 def log_level(outcome):
     """WARNING for a record that will be retried, ERROR for an order SES refused for good."""
     if outcome in RETRIED_OUTCOMES:
@@ -765,7 +781,8 @@ def lambda_handler(event, context):
             outcome = RETRY
             # After a failed send (`error` is set), the exception came from recording it.
             log["writeError" if "error" in log else "error"] = error_code(error)
-        level = log.pop("level", None) or log_level(outcome)
+        # The more severe of the outcome's level and one a step asked for (a failed write).
+        level = max(log.pop("level", "INFO"), log_level(outcome), key=LOG_LEVELS.index)
         print(json.dumps({"level": level, "message": f"Order {outcome}", "outcome": outcome,
                           **log}))
         if outcome in RETRIED_OUTCOMES:

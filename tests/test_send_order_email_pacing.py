@@ -168,7 +168,7 @@ def test_a_failed_rate_read_sends_at_the_safe_rate_and_fails_nothing(paced, monk
     gaps = [later - earlier for earlier, later in zip(sends, sends[1:])]
     assert gaps == pytest.approx([2.0] * 4, abs=1e-5)
     first = run.log_for("msg-0")
-    assert first["level"] == "INFO" and first["outcome"] == "sent"
+    assert first["level"] == "WARNING" and first["outcome"] == "sent"
     assert first["quotaError"] in {"AccessDenied", "Throttling", "EndpointConnectionError"}
     assert first["accountSendRate"] == 1.0
     # AND the rate is read again once QUOTA_RETRY_SECONDS passed, then the real rate applies
@@ -176,6 +176,24 @@ def test_a_failed_rate_read_sends_at_the_safe_rate_and_fails_nothing(paced, monk
     run = stack.invoke(*batch(3, "later"), context=ClockContext(clock))
     assert run.log_for("msg-0")["accountSendRate"] == 14
     assert stack.handler.pacer.interval == pytest.approx(2 / 14)
+
+
+def test_a_concurrency_too_high_for_the_rate_is_logged_as_a_warning(paced):
+    # GIVEN 100 copies sharing 14 a second: each may send once every 7 s
+    stack, clock, sends = paced(account_rate=14, concurrency=100)
+    run = stack.invoke(*batch(10), context=ClockContext(clock))
+    first = run.log_for("msg-0")
+    assert first["level"] == "WARNING" and first["outcome"] == "sent"
+    assert first["rateWarning"].startswith("one send every 7.1 s per copy: SendMaxConcurrency "
+                                           "100 is too high for 14 emails a second")
+    # AND only 3 of the batch's 10 records fit the 30 s (sent at 0, 7 and 14 s); the others go
+    # back to the queue, their wait too long for the budget
+    assert len(sends) == 3 and run.failures == [f"msg-{n}" for n in range(3, 10)]
+
+
+def test_the_recommended_settings_draw_no_warning(paced):
+    stack, clock, sends = paced(account_rate=1, concurrency=2)  # the sandbox: one send every 2 s
+    assert "rateWarning" not in stack.invoke(order_body(), context=ClockContext(clock)).logs[0]
 
 
 # --- the time budget still holds ------------------------------------------------------------------
