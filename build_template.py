@@ -27,6 +27,7 @@ import cfn_flip  # noqa: E402  (after the line above, on purpose)
 
 import infra  # noqa: E402
 from infra import cost, docs  # noqa: E402
+from simulation import capacity  # noqa: E402  (the capacity model: standard library only)
 
 ROOT = Path(__file__).resolve().parent
 DEPLOY_FILE = "dist/template.yaml"
@@ -63,6 +64,7 @@ def render_readme(text: str, template: dict, diagram: str) -> str:
         "parameters": docs.parameters_table(template),
         "outputs": docs.outputs_table(template),
         "architecture": f"```mermaid\n{diagram}```",
+        "capacity": capacity.markdown_table(template),
     }
     for volume in README_COST_VOLUMES:
         estimate = cost.estimate(template, cost.Assumptions(emails_per_day=volume))

@@ -26,7 +26,14 @@ every email tracked to its final status. Everything runs in one process per stac
    single-threaded: `--workers 2` (the default) splits the orders over two copies of the stack,
    one process each (every copy of an order stays in one).
 8. `report`: the end state (emails SES accepted, table items, DLQ contents) is checked against
-   the invariants, with examples of what happened to an order that broke one.
+   the invariants, with examples of what happened to an order that broke one, and the time to
+   inbox (publish -> SES accepted, publish -> Delivery; for a burst, its drain time against the
+   sending rate) is measured on the virtual clock.
+
+Beside the runs: `ses_model` is real SES's account state (also used by the tests), `latency` the
+AWS call latencies, `scenarios` the bad days, `watch` and `alarms` the stack watching itself, and
+`capacity` a small model of the send path that the build turns into the README's capacity table
+(standard library only: the build has no boto3).
 
 `simulate.py` is the command line: it parses the arguments, calls `run` and prints the report.
 """

@@ -22,8 +22,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ReadTimeoutError
-
 
 @dataclass(frozen=True)
 class Lognormal:
@@ -96,6 +94,10 @@ class LatencyModel:
         def after_processing(request, **_):
             lost_after = getattr(request, "simulate_lost_after_s", None)
             if lost_after is not None:
+                # Imported here: the capacity model (simulation/capacity.py) reads this module's
+                # latencies at build time, where botocore is not installed.
+                from botocore.exceptions import ReadTimeoutError
+
                 clock.advance(lost_after)
                 raise ReadTimeoutError(endpoint_url=request.url)
 

@@ -104,7 +104,8 @@ def build_report(tally: dict, orders: list[Order], bodies: list[str], *,
         "accept_latency_s": latency_figures(timeline["published"], timeline["accepted"]),
         "delivery_latency_s": latency_figures(timeline["published"], timeline["delivered"]),
         "waits": waits(timeline, valid_ids, resumed_at=[
-            at for at, _, enabled in tally["sending_changes"] if enabled]),
+            at for at, _, enabled in tally["sending_changes"] if enabled],
+            retry_after_s=_send_visibility_timeout(tally)),
         "self_watching": self_watching(tally),
         "happenings": [f"{clock_label(at)} {what}" for at, what in timeline["happenings"]],
         "examples": {"duplicate_emails": tally["duplicate_examples"],
@@ -152,11 +153,23 @@ def latency_figures(start: dict[str, float], end: dict[str, float]) -> dict:
 WAITED_AFTER_S = 30
 
 
-def waits(timeline: dict, valid_ids: set[str], resumed_at: list[float] = ()) -> dict:
+def _send_visibility_timeout(tally: dict) -> float:
+    """The send queue's visibility timeout: the soonest a failed order comes back."""
+    for function in tally["functions"].values():
+        if function["role"] == "send":
+            for queue in tally["queues"].values():
+                if queue["name"] == function["queue"]:
+                    return float(queue["visibility_timeout_s"])
+    return float("inf")
+
+
+def waits(timeline: dict, valid_ids: set[str], resumed_at: list[float] = (),
+          retry_after_s: float = float("inf")) -> dict:
     """Which orders waited, where (the queue, or the DLQ until the operator's redrive), for how
-    long (publish -> SES accepted, virtual seconds) and how they got out: the queue's own retry,
-    the operator's redrive, or the operator's resume of a paused stack (sent after a resume it
-    was published before)."""
+    long (publish -> SES accepted, virtual seconds) and how they got out: their turn behind a
+    backlog (sent sooner than any retry could come, `retry_after_s`), the queue's own retry, the
+    operator's redrive, or the operator's resume of a paused stack (sent after a resume it was
+    published before)."""
     published, accepted = timeline["published"], timeline["accepted"]
     redriven = timeline["redriven"]
     waited = {}
@@ -178,9 +191,13 @@ def waits(timeline: dict, valid_ids: set[str], resumed_at: list[float] = ()) -> 
         "still_waiting": sum(span == float("inf") for span in waited.values()),
         "wait_s": {"p50": _round(percentile(sent, 50)), "max": _round(max(sent, default=0))},
         "released_by": {
+            "its turn behind a backlog (no retry)": sum(
+                1 for order_id, span in waited.items()
+                if order_id not in redriven and span < retry_after_s
+                and not after_resume(order_id)),
             "queue retry (visibility timeout)": sum(
                 1 for order_id, span in waited.items()
-                if order_id not in redriven and span != float("inf")
+                if order_id not in redriven and retry_after_s <= span != float("inf")
                 and not after_resume(order_id)),
             "operator resume of the paused stack": sum(
                 1 for order_id, span in waited.items()

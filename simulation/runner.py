@@ -87,6 +87,10 @@ def faster_moto():
     - SQS checks a received message's retention by computing every queue attribute (each
       approximate count walks the whole queue): receiving is quadratic in the queue length. Read
       the retention period directly instead.
+    - SQS computes every queue attribute three times per message sent, only to read
+      ContentBasedDeduplication: sending is quadratic in the queue length too (a replay puts
+      thousands of messages in one queue). While a message is sent, the queue's attributes are
+      that one attribute.
     - DynamoDB parses an UpdateExpression twice per UpdateItem. Parse each distinct expression
       once: moto's validator deep-copies the tree before it resolves or executes anything, so a
       cached tree is never modified.
@@ -94,7 +98,7 @@ def faster_moto():
     """
     from moto.core.utils import unix_time
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import Queue, SQSBackend
 
     patches = []
 
@@ -104,6 +108,25 @@ def faster_moto():
 
     if hasattr(SQSBackend, "is_message_valid_based_on_retention_period"):
         patches.append((SQSBackend, "is_message_valid_based_on_retention_period", still_retained))
+    all_attributes, send = vars(Queue).get("attributes"), vars(SQSBackend).get("send_message")
+    if isinstance(all_attributes, property) and callable(send):
+        def attributes(queue):
+            if not getattr(queue, "simulate_sending", False):
+                return all_attributes.fget(queue)
+            if not queue.fifo_queue:  # moto lists ContentBasedDeduplication for FIFO queues only
+                return {}
+            return {"ContentBasedDeduplication": str(queue.content_based_deduplication).lower()}
+
+        def send_message(backend, queue_name, *args, **kwargs):
+            queue = backend.get_queue(queue_name)
+            queue.simulate_sending = True
+            try:
+                return send(backend, queue_name, *args, **kwargs)
+            finally:
+                queue.simulate_sending = False
+
+        patches.append((Queue, "attributes", property(attributes)))
+        patches.append((SQSBackend, "send_message", send_message))
     if isinstance(vars(UpdateExpressionParser).get("make"), classmethod):
         parse = UpdateExpressionParser.make.__func__
         cached = functools.lru_cache(maxsize=256)(lambda text: parse(UpdateExpressionParser, text))

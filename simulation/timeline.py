@@ -93,11 +93,16 @@ def merge_timelines(timelines: list[dict]) -> dict:
     return merged
 
 
+def hours_minutes_seconds(seconds: float) -> tuple[int, int, int]:
+    """A span of time in whole hours, minutes and seconds (rounded to the second)."""
+    hours, rest = divmod(int(round(seconds)), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return hours, minutes, seconds
+
+
 def clock_label(at: float) -> str:
     """`t+2h05m` (or `t+45s`): a virtual time, from the start of the run."""
-    seconds = int(round(at - START_EPOCH))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
+    hours, minutes, seconds = hours_minutes_seconds(at - START_EPOCH)
     if hours:
         return f"t+{hours}h{minutes:02d}m"
     if minutes:

@@ -22,6 +22,7 @@ import pytest
 from moto import mock_aws
 
 import simulate
+from simulation import capacity
 from simulation.orders import make_orders
 from simulation.scenarios import BURST_SCENARIOS, SCENARIOS
 from simulation.runner import run, sandbox, split
@@ -510,6 +511,16 @@ def test_a_burst_drains_at_the_sending_rate_without_a_throttle(scenario_reports,
     assert report["drain_orders"] == report["emails_sent"]
     assert report["drain_bound_s"] <= report["drain_s"]
     assert report["drain_efficiency"] >= 0.9
+
+
+@slow
+def test_the_capacity_model_agrees_with_the_simulation_on_a_replay(scenario_reports, template):
+    # The README's capacity table comes from a small model of the send path; the full
+    # simulation (moto, the handlers' code, the SES model) drains the same backlog about as fast
+    report = scenario_reports["replay"]
+    modelled = capacity.drain(capacity.SendPath.from_template(template), max_send_rate=14,
+                              concurrency=2, orders=report["drain_orders"])
+    assert modelled.drain_s == pytest.approx(report["drain_s"], rel=0.1)
 
 
 @slow
