@@ -39,6 +39,9 @@ RATE_READ_WORST_CASE_S = 6  # worst_case_seconds(SES_CONFIG): a GetSendQuota tha
 # The table: the sandbox's rate, the usual first production rate, and two raised ones.
 RATES = (1, 14, 50, 200)
 BACKLOG = 10_000
+# The search for the concurrency drains a smaller backlog at each step: the sustained rate it
+# looks at is the middle of the drain, which is the same for a smaller one.
+PROBE_ORDERS = 5_000
 # The recommended concurrency is the smallest whose copies sustain this share of the rate the
 # stack may use in the middle of a drain (a copy that cannot keep its beat, because its calls
 # take longer than its interval, falls behind)...
@@ -165,7 +168,7 @@ def drain(path: SendPath, *, max_send_rate: float, concurrency: int, orders: int
 
 def recommended_concurrency(path: SendPath, max_send_rate: float, share: float = 1.0) -> int:
     """The smallest SendMaxConcurrency whose copies, paced to their part of the rate, sustain
-    TARGET_SUSTAINED of the rate the stack may use while draining BACKLOG orders; never more
+    TARGET_SUSTAINED of the rate the stack may use while draining PROBE_ORDERS; never more
     than the burst allows (MAX_BURST_S), never less than Lambda's minimum."""
     usable_rate = max_send_rate * share
     # One copy sends one email at a time: it cannot keep a beat shorter than its mean record.
@@ -176,7 +179,7 @@ def recommended_concurrency(path: SendPath, max_send_rate: float, share: float =
 
     def enough(concurrency: int) -> bool:
         result = drain(path, max_send_rate=max_send_rate, share=share,
-                       concurrency=concurrency, orders=BACKLOG)
+                       concurrency=concurrency, orders=PROBE_ORDERS)
         return result.sustained_rate >= TARGET_SUSTAINED * usable_rate
 
     # Binary search for the smallest that is enough (more copies only add headroom).

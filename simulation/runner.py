@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import gc
 import multiprocessing
 import os
 import random
@@ -617,12 +618,19 @@ def run_shards(shards: list[dict]) -> list[dict]:
         return [simulate_shard(**arguments) for arguments in shards]
     context = multiprocessing.get_context("fork")  # no pickling: workers inherit the arguments
     workers = []
-    for arguments in shards:
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_shard_process, args=(sender, arguments), daemon=True)
-        process.start()
-        sender.close()
-        workers.append((receiver, process))
+    # The workers inherit every object of this process; frozen, their garbage collector leaves
+    # those alone instead of touching (and so copying) their memory pages.
+    gc.freeze()
+    try:
+        for arguments in shards:
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_shard_process, args=(sender, arguments),
+                                      daemon=True)
+            process.start()
+            sender.close()
+            workers.append((receiver, process))
+    finally:
+        gc.unfreeze()
     results = []
     for receiver, process in workers:
         try:

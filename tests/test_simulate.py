@@ -10,6 +10,7 @@ stale dist/. The cheap parts (intrinsics, parameters, orders) are tested directl
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import multiprocessing
 import subprocess
@@ -31,7 +32,7 @@ from simulation.stack import deploy, wire
 from simulation.template import REGION, Resolver, TemplateError, choose_parameters, creation_order
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDERS = 100  # enough for every outcome, duplicates, invalid orders and faults to occur
+ORDERS = 60  # enough for every outcome, duplicates, invalid orders and faults to occur
 SCENARIO_ORDERS = 30  # a scenario's small run
 # SES computes reputation over a representative volume (modelled: at least 100 emails), so the
 # bounce storm needs enough orders for the circuit breaker's alarm to see a rate at all.
@@ -91,10 +92,10 @@ def five_receives(template):
 
 @slow
 def test_without_faults_every_valid_order_is_emailed_once_and_tracked(clean):
-    # GIVEN the template as generated, 150 orders, 10 % duplicated, 5 % invalid
+    # GIVEN the template as generated, ORDERS orders, 10 % duplicated, 5 % invalid
     # THEN each valid order got exactly one email, and each email's item ended in its status
     assert clean["invariants_broken"] == []
-    assert clean["emails_sent"] == clean["valid_orders"] > 80
+    assert clean["emails_sent"] == clean["valid_orders"] > 0.8 * ORDERS
     assert clean["duplicate_emails"] == 0
     assert clean["lost_orders"] == 0
     assert clean["tracked_pct"] == 100
@@ -433,8 +434,14 @@ def scenario_reports(template):
     names = sorted((name for name in SCENARIOS if name != "steady"),
                    key=lambda name: name not in ("bounce-storm", "replay"))
     _WORKER_TEMPLATE[:] = [template]
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        return dict(zip(names, pool.map(_run_scenario, names)))
+    # The forked workers inherit this process's objects; frozen, the children's garbage
+    # collector leaves them alone instead of copying their pages.
+    gc.freeze()
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return dict(zip(names, pool.map(_run_scenario, names)))
+    finally:
+        gc.unfreeze()
 
 
 # What SES answered in each scenario (real SES's codes and texts, from the SES model), and where
