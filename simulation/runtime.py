@@ -132,6 +132,31 @@ class TimeShim:
         return getattr(_real_time, name)
 
 
+class FastForwardTime:
+    """Stands in for a handler module's `time` outside the simulation (tests, the benchmark):
+    the real clock, except that `sleep` skips ahead instead of waiting, so the send handler's
+    waits for its sending turn cost nothing and are counted (`skipped`). Without sleeps it is
+    the real clock."""
+
+    def __init__(self):
+        self.skipped = 0.0
+
+    def time(self) -> float:
+        return _real_time.time() + self.skipped
+
+    def monotonic(self) -> float:
+        return _real_time.monotonic() + self.skipped
+
+    def perf_counter(self) -> float:
+        return _real_time.perf_counter() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_real_time, name)
+
+
 class Instrument:
     """Hooks on the botocore clients a handler module created at import (found by type, not by
     name): counts every API call the handler makes, puts the SES model (real SES's refusals) and

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import io
 import json
-import time as _real_time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from conftest import REGION, FakeContext, load_event, load_handler, sqs_event
+from simulation.runtime import FastForwardTime
 from simulation.ses_model import SesModel
 
 TABLE = "test-email-deliveries"
@@ -120,30 +120,6 @@ def client_error(code: str, operation: str, status: int = 400,
     response = {"Error": {"Code": code, "Message": message},
                 "ResponseMetadata": {"HTTPStatusCode": status}}
     return ClientError(response, operation)
-
-
-class FastForwardTime:
-    """The handler's `time`: the real clock, except that `sleep` skips ahead instead of waiting
-    (the pacer's waits for a sending turn cost a test nothing). Without sleeps it is the real
-    clock, so tests compare the handler's timestamps with `time.time()` as before."""
-
-    def __init__(self):
-        self.skipped = 0.0
-
-    def time(self) -> float:
-        return _real_time.time() + self.skipped
-
-    def monotonic(self) -> float:
-        return _real_time.monotonic() + self.skipped
-
-    def perf_counter(self) -> float:
-        return _real_time.perf_counter() + self.skipped
-
-    def sleep(self, seconds: float) -> None:
-        self.skipped += max(0.0, seconds)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_real_time, name)
 
 
 class Crash(BaseException):
