@@ -7,8 +7,8 @@ and boto3, and everything it needs comes from environment variables set by the t
 The story of one SQS record, from arrival to outcome:
 
 0. Budget. A record is started only while the invocation's remaining time covers its worst case
-   (RECORD_WORST_CASE_SECONDS); the others go back to the queue untouched, because a function
-   that times out fails its whole batch.
+   (RECORD_WORST_CASE_SECONDS) and its wait for a sending turn; the others go back to the queue
+   untouched, because a function that times out fails its whole batch.
 1. Parse. The body is the order's JSON (the subscription uses raw message delivery) or an SNS
    envelope around it.
 2. Validate the order contract (DESIGN.md, "Order message"). A message that breaks it is never
