@@ -36,8 +36,8 @@ from infra import settings
 from infra.common import add
 from infra.functions import add_function, add_log_group
 from infra.iam import (
-    encrypt_reports_and_decrypt_environment, lambda_role, report_failures_to,
-    switch_config_set_sending, switch_event_source_mapping, write_logs,
+    lambda_role, report_failures_to, switch_config_set_sending, switch_event_source_mapping,
+    use_key, write_logs,
 )
 from infra.kms import EncryptionKey
 from infra.monitoring import IGNORE, NAMESPACE, alarm
@@ -129,7 +129,7 @@ def add_circuit_breaker(t: Template, params: Params, *, key: EncryptionKey, topi
         switch_config_set_sending(config_set),
         switch_event_source_mapping(send_mapping),
         report_failures_to(topics.alarms),
-        encrypt_reports_and_decrypt_environment(key),
+        use_key(key),
         write_logs(log_group),
     ])
     function = add_function(

@@ -90,18 +90,9 @@ def consume_queue(queue: Queue) -> Statement:
 
 
 def use_key(key: EncryptionKey) -> Statement:
-    """Decrypt queue messages and environment variables; read and write the encrypted table."""
-    return Statement(
-        Sid="UseStackKey",
-        Effect=Allow,
-        Action=[kms.Decrypt, kms.GenerateDataKey],
-        Resource=[GetAtt(key.key, "Arn")],
-    )
-
-
-def encrypt_reports_and_decrypt_environment(key: EncryptionKey) -> Statement:
-    """Decrypt the function's own environment variables, and encrypt what it publishes to a topic
-    encrypted with the stack key (SNS asks for a data key on the publisher's behalf)."""
+    """Decrypt with the stack key (queue messages, environment variables, the encrypted table)
+    and have it make data keys (writing the table; and publishing to a topic encrypted with it,
+    where SNS asks for a data key on the publisher's behalf)."""
     return Statement(
         Sid="UseStackKey",
         Effect=Allow,

@@ -31,9 +31,10 @@ every email tracked to its final status. Everything runs in one process per stac
    sending rate) is measured on the virtual clock.
 
 Beside the runs: `ses_model` is real SES's account state (also used by the tests), `latency` the
-AWS call latencies, `scenarios` the bad days, `watch` and `alarms` the stack watching itself, and
-`capacity` a small model of the send path that the build turns into the README's capacity table
-(standard library only: the build has no boto3).
+AWS call latencies, `moto_env` the fake credentials and moto's hot spots, `scenarios` the bad
+days, `watch` and `alarms` the stack watching itself, and `capacity` a small model of the send
+path that the build turns into the README's capacity table (standard library only: the build has
+no boto3).
 
 `simulate.py` is the command line: it parses the arguments, calls `run` and prints the report.
 """

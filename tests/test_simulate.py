@@ -26,7 +26,8 @@ import simulate
 from simulation import capacity
 from simulation.orders import make_orders
 from simulation.scenarios import BURST_SCENARIOS, SCENARIOS
-from simulation.runner import run, sandbox, split
+from simulation.moto_env import sandbox
+from simulation.runner import run, split
 from simulation.ses import EXPECTED_STATUS, decode_tag, outcome_of
 from simulation.stack import deploy, wire
 from simulation.template import REGION, Resolver, TemplateError, choose_parameters, creation_order
